@@ -1,0 +1,188 @@
+# streamops.xiu_cluster - developer and CI entry points. `make help` lists the targets.
+#
+# Big artefacts live outside the checkout, in ${STREAMOPS_CACHE:-$HOME/.cache/streamops-xiu}:
+#   venv-<hash>/      Python venv for requirements.txt (hash = first 12 hex digits of its sha256)
+#   xiu-<version>/    xiu built from crates.io (bin/xiu)
+#   cargo-target/     cargo's build directory for it
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+CACHE := $(or $(STREAMOPS_CACHE),$(HOME)/.cache/streamops-xiu)
+PYTHON ?= python3
+
+REQ_HASH := $(shell (sha256sum requirements.txt 2>/dev/null || shasum -a 256 requirements.txt) | cut -c1-12)
+VENV := $(CACHE)/venv-$(REQ_HASH)
+VENV_STAMP := $(VENV)/.installed
+
+# Versions come from the one place that pins them.
+VERSIONS_FILE := roles/versions/defaults/main.yml
+version_of = $(shell sed -n -E 's/^$(1):[[:space:]]*["'\'']?([^"'\''[:space:]#]+).*/\1/p' $(VERSIONS_FILE))
+XIU_VERSION := $(call version_of,versions_xiu)
+XIU_ROOT := $(CACHE)/xiu-$(XIU_VERSION)
+
+RENDER_DIR := $(CURDIR)/build/manifests
+# ansible-test needs the collection under ansible_collections/<ns>/<name> and outside this git work tree
+# (inside it, git ls-files would hide the ignored copy): an installed copy in the cache.
+SANITY_DIR := $(CACHE)/sanity
+SANITY_VENV := $(CACHE)/sanity-venv-$(REQ_HASH)
+PROD_INVENTORY := inventories/prod
+VAULT_FILE := $(PROD_INVENTORY)/group_vars/all/vault.yml
+# Without the real (encrypted) vault, use the plaintext example tokens so render/CI need no secret.
+VAULT_ARGS := $(if $(wildcard $(VAULT_FILE)),,-e @$(VAULT_FILE).example)
+
+# Tools from the venv first; tests find the xiu binary through XIU_BIN.
+export PATH := $(VENV)/bin:$(PATH)
+export STREAMOPS_CACHE := $(CACHE)
+export XIU_VERSION
+export XIU_BIN ?= $(XIU_ROOT)/bin/xiu
+
+# Issues that track the targets which are not there yet.
+ISSUE_LAB := 3
+ISSUE_E2E := 5
+ISSUE_BENCH := 6
+
+# $(call need,TOOL,HINT): stop with a clear message when TOOL is not on PATH.
+need = command -v $(1) >/dev/null 2>&1 || { echo "make $(or $(NEED_CTX),$@): '$(1)' not found on PATH. $(2)" >&2; exit 127; }
+need_venv_hint := Run 'make venv' (or check that requirements.txt installed).
+
+TEST_STAGES := lint syntax render pytest molecule
+
+.PHONY: help venv lint syntax render pytest molecule test sanity collection xiu lab lab-down e2e bench clean
+
+help: ## List the targets
+	@echo "Fresh machine: 'make lab' (local lab) and 'make test' (all tests). Targets:"
+	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-11s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------------------------------------- Python venv
+
+venv: $(VENV_STAMP) ## Create the Python venv in the cache and link it as .venv
+	@ln -sfn "$(VENV)" .venv
+
+$(VENV_STAMP): NEED_CTX := venv
+$(VENV_STAMP): requirements.txt
+	@$(call need,$(PYTHON),Install Python >= 3.11 or pass PYTHON=/path/to/python3.11.)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "make venv: $(PYTHON) is $$($(PYTHON) -V 2>&1); ansible-core 2.19 needs Python >= 3.11 (pass PYTHON=...)." >&2; exit 1; }
+	@echo "== creating $(VENV)"
+	@rm -rf "$(VENV)" && mkdir -p "$(CACHE)"
+	@$(PYTHON) -m venv "$(VENV)" || { rm -rf "$(VENV)"; \
+	  echo "make venv: '$(PYTHON) -m venv' failed (Debian: apt-get install python3-venv)." >&2; exit 1; }
+	@"$(VENV)/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@"$(VENV)/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt || { \
+	  rm -rf "$(VENV)"; echo "make venv: installing requirements.txt failed (see above)." >&2; exit 1; }
+	@touch "$@"
+
+# ---------------------------------------------------------------------------------------------- checks
+
+lint: venv ## yamllint + ansible-lint (production profile) + changelog fragments
+	@$(call need,yamllint,$(need_venv_hint))
+	@$(call need,ansible-lint,$(need_venv_hint))
+	yamllint --strict .
+	ansible-lint
+	antsibull-changelog lint
+
+syntax: venv ## ansible-playbook --syntax-check for every playbook in playbooks/
+	@$(call need,ansible-playbook,$(need_venv_hint))
+	@failed=""; shopt -s nullglob; books=(playbooks/*.yml); \
+	if [ $${#books[@]} -eq 0 ]; then echo "make syntax: no playbooks in playbooks/" >&2; exit 1; fi; \
+	for pb in "$${books[@]}"; do \
+	  echo "== syntax-check $$pb"; \
+	  ansible-playbook --syntax-check -i $(PROD_INVENTORY) "$$pb" || failed="$$failed $$pb"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make syntax: FAILED:$$failed" >&2; exit 1; fi
+
+render: venv ## Render every manifest for inventories/prod into build/manifests/
+	@$(call need,ansible-playbook,$(need_venv_hint))
+	@test -f playbooks/render.yml || { echo "make render: playbooks/render.yml is missing." >&2; exit 1; }
+	rm -rf "$(RENDER_DIR)" && mkdir -p "$(RENDER_DIR)"
+	ansible-playbook playbooks/render.yml -i $(PROD_INVENTORY) $(VAULT_ARGS) -e xiu_cluster_render_dir=$(RENDER_DIR)
+
+pytest: venv xiu ## Python tests in tests/ (no test collected = failure)
+	@$(call need,pytest,$(need_venv_hint))
+	@rc=0; pytest tests/ || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make pytest: pytest collected no test (exit 5); that is a failure here." >&2; fi; \
+	exit $$rc
+
+molecule: venv ## Molecule scenario 'render' (no containers)
+	@$(call need,molecule,$(need_venv_hint))
+	molecule test -s render
+
+test: venv ## Everything CI runs: lint, syntax, render, pytest, molecule (each timed)
+	@failed=""; total_start=$$(date +%s); \
+	for stage in $(TEST_STAGES); do \
+	  echo; echo "======== make $$stage"; start=$$(date +%s); \
+	  if $(MAKE) $$stage; then result=ok; else result=FAILED; failed="$$failed $$stage"; fi; \
+	  echo "======== make $$stage: $$result in $$(( $$(date +%s) - start ))s"; \
+	done; \
+	echo; echo "make test: $$(( $$(date +%s) - total_start ))s in total"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED stages:$$failed" >&2; exit 1; fi; \
+	echo "make test: all stages passed ($(TEST_STAGES))"
+
+sanity: venv ## ansible-test sanity on an installed copy (only when plugins/ exists)
+	@if [ ! -d plugins ]; then echo "make sanity: no plugins/ directory, nothing for ansible-test sanity to check."; exit 0; fi; \
+	$(call need,ansible-galaxy,$(need_venv_hint)); \
+	if [ ! -x "$(SANITY_VENV)/bin/ansible-test" ]; then \
+	  echo "== creating $(SANITY_VENV) (ansible-test installs its sanity requirements there, not in the main venv)"; \
+	  rm -rf "$(SANITY_VENV)"; \
+	  $(PYTHON) -m venv "$(SANITY_VENV)"; \
+	  "$(SANITY_VENV)/bin/python" -m pip install --quiet --disable-pip-version-check \
+	    "$$(grep -E '^ansible-core==' requirements.txt)" || { rm -rf "$(SANITY_VENV)"; exit 1; }; \
+	fi; \
+	pip_ver=$$(sed -n -E "s/^ *pip='([0-9.]+)',.*/\1/p" "$(SANITY_VENV)"/lib/python*/site-packages/ansible_test/_internal/python_requirements.py); \
+	get_pip="$$HOME/.ansible/test/cache/get_pip_$${pip_ver//./_}.py"; \
+	if [ -n "$$pip_ver" ]; then mkdir -p "$${get_pip%/*}" && cp .ci/ansible-test-get-pip.py "$$get_pip"; fi; \
+	cert="$${PIP_CERT:-$${REQUESTS_CA_BUNDLE:-$${SSL_CERT_FILE:-}}}"; \
+	if [ -n "$$cert" ]; then \
+	  echo "$$cert" > "$${get_pip%/*}/streamops_pip_cert"; \
+	  printf '[global]\ncert = %s\n' "$$cert" > "$(SANITY_VENV)/pip.conf"; \
+	fi; \
+	set -x; \
+	rm -rf "$(SANITY_DIR)" && mkdir -p "$(SANITY_DIR)"; \
+	ansible-galaxy collection build --force --output-path "$(SANITY_DIR)" .; \
+	ANSIBLE_COLLECTIONS_PATH="$(SANITY_DIR)/collections" ansible-galaxy collection install --force --no-deps \
+	  -p "$(SANITY_DIR)/collections" "$(SANITY_DIR)"/streamops-xiu_cluster-*.tar.gz; \
+	cd "$(SANITY_DIR)/collections/ansible_collections/streamops/xiu_cluster"; \
+	PATH="$(SANITY_VENV)/bin:$$PATH" ansible-test sanity --local --requirements \
+	  --python "$$("$(SANITY_VENV)/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" $(SANITY_ARGS)
+
+collection: venv ## Build the collection tarball into build/
+	@$(call need,ansible-galaxy,$(need_venv_hint))
+	mkdir -p build
+	ansible-galaxy collection build --force --output-path build .
+
+# ---------------------------------------------------------------------------------------------- xiu binary
+
+xiu: ## Build xiu (version from roles/versions) from crates.io into the cache
+	@test -n "$(XIU_VERSION)" || { echo "make xiu: versions_xiu not found in $(VERSIONS_FILE)" >&2; exit 1; }
+	@if [ -x "$(XIU_ROOT)/bin/xiu" ]; then echo "xiu $(XIU_VERSION) already built: $(XIU_ROOT)/bin/xiu"; exit 0; fi; \
+	$(call need,cargo,Install Rust (rustup) or add ~/.cargo/bin to PATH.); \
+	for tool in cmake perl make c++; do \
+	  $(call need,$$tool,xiu's native dependencies need it (Debian: apt-get install cmake perl make g++).); \
+	done; \
+	echo "== building xiu $(XIU_VERSION) into $(XIU_ROOT) (slow: about half an hour or more on 2 cores)"; \
+	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_TARGET_DIR="$(CACHE)/cargo-target" \
+	  cargo install xiu --version "$(XIU_VERSION)" --locked --root "$(XIU_ROOT)"; \
+	test -x "$(XIU_ROOT)/bin/xiu"
+
+# ---------------------------------------------------------------------------------------------- lab (not yet)
+
+lab: ## Build and start the local lab cluster (not built yet)
+	@echo "make lab: the local lab is NOT BUILT YET (tracked in issue $(ISSUE_LAB))." >&2
+	@echo "  When it lands, this target builds the node images and cluster components from package registries," >&2
+	@echo "  starts the node containers, runs playbooks/site.yml against them and writes inventories/lab/." >&2
+	@exit 1
+
+lab-down: ## Stop and remove the local lab
+	@echo "make lab-down: not implemented yet (issue $(ISSUE_LAB))" >&2; exit 1
+
+e2e: ## End-to-end stream tests against the lab
+	@echo "make e2e: not implemented yet (issue $(ISSUE_E2E))" >&2; exit 1
+
+bench: ## Bounded load test against the lab
+	@echo "make bench: not implemented yet (issue $(ISSUE_BENCH))" >&2; exit 1
+
+clean: ## Remove build/ (the cache and the venv stay)
+	rm -rf build
