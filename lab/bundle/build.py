@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lab.bundle import cbuild, debtree, gowrap, imagetar
+from lab.bundle import cargo, cbuild, debtree, gowrap, imagetar
 from lab.bundle.keys import bundle_key, step_key
 from lab.bundle.manifest import MANIFEST, build_manifest, write_manifest
 from lab.bundle.runner import BuildError
-from lab.bundle.spec import CBuild, DebTree, GoBuild, Plan, Step, StepFile
+from lab.bundle.spec import CargoInstall, CBuild, DebTree, GoBuild, Plan, Step, StepFile
 
 DONE = ".done"
 
@@ -66,6 +66,8 @@ def toolchains(plan: Plan, cache: Cache) -> dict[str, str]:
         found["go"] = gowrap.go_version(cache.root)
     if any(isinstance(s, CBuild) for s in plan.steps):
         found["cc"] = cbuild.toolchain()
+    if any(isinstance(s, CargoInstall) for s in plan.steps):
+        found["cargo"] = cargo.toolchain()
     for s in plan.steps:
         if isinstance(s, DebTree):
             found[f"deb:{s.name}"] = debtree.toolchain(s, cache.bundles / "apt-resolved.json")
@@ -77,6 +79,8 @@ def _step_toolchain(step: Step, tools: dict[str, str]) -> str:
         return tools["go"]
     if isinstance(step, CBuild):
         return tools["cc"]
+    if isinstance(step, CargoInstall):
+        return tools["cargo"]
     return tools[f"deb:{step.name}"]
 
 
@@ -123,6 +127,8 @@ def _run_step(step: Step, cache: Cache, key: str, log: Path) -> Path:
         gowrap.build(step, cache.root, work / "wrapper", work / "out", log)
     elif isinstance(step, CBuild):
         cbuild.build(step, cache.root, work / "out", log)
+    elif isinstance(step, CargoInstall):
+        cargo.build(step, cache.root, work / "out", log)
     else:
         debtree.build(step, cache.debs, work / "out", log)
     (work / DONE).write_text(key + "\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from lab.bundle.pins import Pins, SemVer, go_version, staging_version
 from lab.bundle.spec import (
     BinFile,
+    CargoInstall,
     CBuild,
     DebTree,
     Entry,
@@ -22,6 +23,14 @@ from lab.bundle.spec import (
 )
 
 DEFAULT_IMAGE_REPOSITORY = "registry.k8s.io"
+# Images of the workloads the collection deploys, built here because no registry is reachable. They are not
+# the upstream images, so they get a name of their own; inventories/lab points xiu_image/xiu_agent_image at it.
+LAB_IMAGE_REPOSITORY = "lab.streamops.local"
+XIU_RUNTIME_TREE = "debian-xiu-runtime"
+PYTHON_TREE = "debian-python"
+# The same speed-over-size profile as `make xiu` (upstream's release profile is fat LTO, one codegen unit:
+# far too slow on 2 cores); shared target dir, so a warm `make xiu` makes this step a copy.
+XIU_CARGO_ENV = (("CARGO_PROFILE_RELEASE_LTO", "false"), ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"))
 
 KUBE_CMDS = (
     "kubeadm",
@@ -83,6 +92,7 @@ def plan(pins: Pins, image_repository: str = DEFAULT_IMAGE_REPOSITORY) -> Plan:
         "cni_plugins": pins["cni_plugins"],
         "cni_flannel_plugin": pins["cni_flannel_plugin"],
         "helm": pins["helm"],
+        "xiu": pins["xiu"],
     }
     return Plan(
         versions=tuple(sorted(versions.items())),
@@ -192,6 +202,17 @@ def _steps(v: dict[str, str]) -> tuple[Step, ...]:
             drop=_DEB_DOCS,
         ),
         DebTree(name=BUSYBOX_TREE, packages=("busybox-static",), drop=_DEB_DOCS),
+        CargoInstall(name="xiu", crate="xiu", version=v["xiu"], binaries=("xiu",), env=XIU_CARGO_ENV),
+        # What the xiu pod needs besides the binary: /bin/sh, sleep and kill for the preStop hook, and
+        # the C runtime xiu links against (libc, libm, libgcc_s).
+        DebTree(
+            name=XIU_RUNTIME_TREE,
+            packages=("dash", "coreutils", "libgcc-s1"),
+            symlinks=(("bin/sh", "dash"),),
+            drop=_DEB_DOCS,
+        ),
+        # The xiu-agent sidecar: Debian's python3 (standard library only).
+        DebTree(name=PYTHON_TREE, packages=("python3",), drop=_DEB_DOCS),
     )
 
 
@@ -296,6 +317,25 @@ def _images(v: dict[str, str], repo: str) -> tuple[Image, ...]:
                 ),
             ),
             cmd=("/bin/sh",),
+        ),
+        # Same layout as docker.io/harlancn/xiu (binary at /app/xiu, a shell, no entrypoint: the pod gives
+        # the command), so the xiu role treats both alike.
+        Image(
+            component="xiu",
+            repository=f"{LAB_IMAGE_REPOSITORY}/xiu",
+            tag=v["xiu"],
+            layers=(
+                Layer(tree=XIU_RUNTIME_TREE),
+                BASE_LAYER,
+                Layer(entries=(Entry("/app/xiu", source=StepFile("xiu", "bin/xiu")),)),
+            ),
+        ),
+        Image(
+            component="xiu",
+            repository=f"{LAB_IMAGE_REPOSITORY}/python",
+            tag="3-bookworm",
+            layers=(Layer(tree=PYTHON_TREE), BASE_LAYER),
+            cmd=("python3",),
         ),
     ]
     return tuple(images)

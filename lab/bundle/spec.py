@@ -78,7 +78,19 @@ class DebTree:
     drop: tuple[str, ...] = ()  # path prefixes removed from the tree (docs, man pages)
 
 
-Step = Union[GoBuild, CBuild, DebTree]
+@dataclass(frozen=True)
+class CargoInstall:
+    """``cargo install <crate> --version <version> --locked`` from crates.io; binaries land in ``bin/``."""
+
+    name: str
+    crate: str
+    version: str
+    binaries: tuple[str, ...]
+    # Extra environment (e.g. CARGO_PROFILE_RELEASE_LTO) — part of the step key like every other field.
+    env: tuple[tuple[str, str], ...] = ()
+
+
+Step = Union[GoBuild, CBuild, DebTree, CargoInstall]
 
 
 @dataclass(frozen=True)
