@@ -6,6 +6,7 @@ edge with the real xiu-agent. Every play below is a single attempt: "first try" 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 import tomllib
@@ -118,7 +119,11 @@ def play_urls(edge: h.Node, stream: str) -> dict[str, str]:
 
 def diagnostics(edge: h.Node) -> str:
     agent = edge.agent
+    if agent and agent.alive():
+        agent.popen.send_signal(signal.SIGUSR1)  # the agent dumps its thread stacks into its log
+        time.sleep(0.5)
     return (f"agent alive={agent.alive() if agent else None} status={edge.agent_get('/status')}\n"
+            f"livez={edge.agent_get('/livez')}\n"
             f"agent log:\n{agent.log.read_text()[-3000:] if agent else ''}")
 
 
@@ -140,6 +145,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             lab.publish(stream)
         h.wait_for(lambda: set(STREAMS) <= set(lab.nodes[0].streams()), 30, "both streams on the origin")
         wait_ready(edge_a)
+        # Edge A was up before the publishes, so its readiness said nothing about them; a stream published
+        # a moment ago reaches it one agent poll later, and its HLS one segment later. Wait for both.
+        h.wait_for(lambda: set(STREAMS) <= set(edge_a.streams()), 30, "edge A pulling both streams")
+        h.wait_for(lambda: all(h.hls_ready(edge_a.ports["hls"], s, PLAY_TOKEN) for s in STREAMS), 30,
+                   "edge A HLS playlists")
         yield lab
     finally:
         lab.stop()

@@ -245,3 +245,13 @@ def tools_present() -> Iterator[str]:
     for tool in ("ffmpeg", "ffprobe"):
         if shutil.which(tool) is None:
             yield tool
+
+
+def hls_ready(port: int, stream: str, token: str) -> bool:
+    app, name = stream.split("/")
+    try:
+        url = f"http://127.0.0.1:{port}/{app}/{name}/{name}.m3u8?token={token}"
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.read(7) == b"#EXTM3U")
+    except OSError:
+        return False

@@ -25,9 +25,11 @@ Standard library only: it runs in a stock Python image with this file mounted fr
 
 from __future__ import annotations
 
+import faulthandler
 import http.client
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -482,6 +484,8 @@ def main(env: Mapping[str, str]) -> int:
     except ValueError as error:
         print(f"xiu-agent: {error}", file=sys.stderr)
         return 2
+    # `kill -USR1 <pid>` prints every thread's stack to the container log: what a stuck agent is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     origin = XiuApi(settings.origin_api) if settings.tier == "edge" else None
     agent = Agent(settings, XiuApi(settings.local_api), origin)
     server = ThreadingHTTPServer(("0.0.0.0", settings.listen_port), make_handler(agent))
