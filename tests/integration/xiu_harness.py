@@ -1,6 +1,6 @@
 """Real xiu processes on loopback, configured by the role's own rendered objects.
 
-Nothing here copies a template: configs come from the Secrets that `playbooks/render.yml` writes, and the
+Nothing here copies a template: configs come from the Secrets that `playbooks/xiu.yml` writes in render mode, and the
 agent's code and environment from the rendered ConfigMap and Deployment. Only addresses and ports are
 loopback-specific, passed as extra vars exactly as an inventory would.
 """
@@ -81,13 +81,13 @@ class Rendered:
 
 
 def render(out_dir: Path, extra_vars: dict[str, Any]) -> subprocess.Popen[bytes]:
-    """Start `playbooks/render.yml` with the given extra vars; the caller waits."""
+    """Start `playbooks/xiu.yml` in render mode (xiu_cluster_render_dir set) with the given extra vars."""
     out_dir.mkdir(parents=True, exist_ok=True)
     vars_file = out_dir / "extra-vars.json"
     vars_file.write_text(json.dumps({"xiu_cluster_render_dir": str(out_dir / "manifests"), **extra_vars}))
     ansible_playbook = Path(sys.executable).with_name("ansible-playbook")
     return subprocess.Popen(
-        [str(ansible_playbook), "playbooks/render.yml", "-i", "localhost,", "-e", f"@{vars_file}"],
+        [str(ansible_playbook), "playbooks/xiu.yml", "-i", "localhost,", "-e", f"@{vars_file}"],
         cwd=REPO,
         stdout=(out_dir / "render.log").open("wb"),
         stderr=subprocess.STDOUT,

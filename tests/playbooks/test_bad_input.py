@@ -38,32 +38,32 @@ class Case:
 
 
 CASES: dict[str, Case] = {
-    "domain missing": Case("render.yml", {"xiu_cluster_domain": ""}, "xiu_domain must be a lower-case DNS name"),
-    "domain malformed": Case("render.yml", {"xiu_cluster_domain": "Stream_Example.com"}, "xiu_domain must be"),
-    "domain single label": Case("render.yml", {"xiu_cluster_domain": "-bad-.example."}, "xiu_domain must be"),
-    "publish token too short": Case("render.yml", {"xiu_publish_token": "short"}, "xiu_publish_token must be at least"),
-    "publish token not url-safe": Case("render.yml", {"xiu_publish_token": "has spaces and &=? in it!!"},
+    "domain missing": Case("xiu.yml", {"xiu_cluster_domain": ""}, "xiu_domain must be a lower-case DNS name"),
+    "domain malformed": Case("xiu.yml", {"xiu_cluster_domain": "Stream_Example.com"}, "xiu_domain must be"),
+    "domain single label": Case("xiu.yml", {"xiu_cluster_domain": "-bad-.example."}, "xiu_domain must be"),
+    "publish token too short": Case("xiu.yml", {"xiu_publish_token": "short"}, "xiu_publish_token must be at least"),
+    "publish token not url-safe": Case("xiu.yml", {"xiu_publish_token": "has spaces and &=? in it!!"},
                                        "xiu_publish_token must be at least"),
-    "play token equals publish token": Case("render.yml", {"xiu_play_token": GOOD["xiu_publish_token"]},
+    "play token equals publish token": Case("xiu.yml", {"xiu_play_token": GOOD["xiu_publish_token"]},
                                             "differ from xiu_publish_token"),
-    "play token missing with play auth": Case("render.yml", {"xiu_play_token": ""}, "xiu_play_token must be"),
-    "replicas negative": Case("render.yml", {"xiu_edge_replicas": -1}, "must be whole numbers >= 1"),
-    "replicas not a number": Case("render.yml", {"xiu_edge_replicas": "abc"}, "xiu_edge_replicas"),
-    "replicas above hpa max": Case("render.yml", {"xiu_edge_replicas": 20}, "Raise xiu_hpa_max_replicas"),
-    "cpu target out of range": Case("render.yml", {"xiu_hpa_cpu_utilization": 150}, "a percentage 1-100"),
-    "source range malformed": Case("render.yml", {"xiu_ingest_source_ranges": ["10.0.0.0/33"]},
+    "play token missing with play auth": Case("xiu.yml", {"xiu_play_token": ""}, "xiu_play_token must be"),
+    "replicas negative": Case("xiu.yml", {"xiu_edge_replicas": -1}, "must be whole numbers >= 1"),
+    "replicas not a number": Case("xiu.yml", {"xiu_edge_replicas": "abc"}, "xiu_edge_replicas"),
+    "replicas above hpa max": Case("xiu.yml", {"xiu_edge_replicas": 20}, "Raise xiu_hpa_max_replicas"),
+    "cpu target out of range": Case("xiu.yml", {"xiu_hpa_cpu_utilization": 150}, "a percentage 1-100"),
+    "source range malformed": Case("xiu.yml", {"xiu_ingest_source_ranges": ["10.0.0.0/33"]},
                                    "xiu_ingest_source_ranges a"),
-    "load balancer ip malformed": Case("render.yml", {"xiu_rtmp_load_balancer_ip": "10.0.0.256"},
+    "load balancer ip malformed": Case("xiu.yml", {"xiu_rtmp_load_balancer_ip": "10.0.0.256"},
                                        "plain IP"),
-    "duplicate ports": Case("render.yml", {"xiu_ports": {"rtmp": 1935, "hls": 8080, "httpflv": 8080,
+    "duplicate ports": Case("xiu.yml", {"xiu_ports": {"rtmp": 1935, "hls": 8080, "httpflv": 8080,
                                                          "api": 8000, "agent": 9000}}, "distinct port numbers"),
-    "shared ip with one port": Case("render.yml", {"xiu_shared_ip_key": "xiu", "xiu_rtmp_load_balancer_ip": "192.0.2.241",
+    "shared ip with one port": Case("xiu.yml", {"xiu_shared_ip_key": "xiu", "xiu_rtmp_load_balancer_ip": "192.0.2.241",
                                                    "xiu_ingest_load_balancer_ip": "192.0.2.241"},
                                     "different xiu_ingest_service_port"),
-    "grace shorter than prestop": Case("render.yml", {"xiu_termination_grace_seconds": 5},
+    "grace shorter than prestop": Case("xiu.yml", {"xiu_termination_grace_seconds": 5},
                                        "must exceed xiu_prestop_delay_seconds"),
-    "unknown ingress controller": Case("render.yml", {"xiu_ingress_controller": "haproxy"}, "xiu_ingress_controller"),
-    "unknown traffic policy": Case("render.yml", {"xiu_external_traffic_policy": "Random"},
+    "unknown ingress controller": Case("xiu.yml", {"xiu_ingress_controller": "haproxy"}, "xiu_ingress_controller"),
+    "unknown traffic policy": Case("xiu.yml", {"xiu_external_traffic_policy": "Random"},
                                    "xiu_external_traffic_policy"),
     "scale replicas missing": Case("scale.yml", {}, "scale.yml needs -e replicas=N"),
     "scale replicas negative": Case("scale.yml", {"replicas": "-1"}, "scale.yml needs -e replicas=N"),
@@ -124,6 +124,6 @@ def test_bad_input_is_refused_before_any_change(name: str, outcomes: dict[str, t
 
 def test_good_input_renders(tmp_path: Path) -> None:
     """The control case: the same harness with valid input succeeds, so the failures above mean something."""
-    code, output, written = run_case(Case("render.yml", {}, ""), tmp_path)
+    code, output, written = run_case(Case("xiu.yml", {}, ""), tmp_path)
     assert code == 0, output[-3000:]
     assert len(written) > 10
