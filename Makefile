@@ -40,7 +40,6 @@ export XIU_VERSION
 export XIU_BIN ?= $(XIU_ROOT)/bin/xiu
 
 # Issues that track the targets which are not there yet.
-ISSUE_LAB := 3
 ISSUE_E2E := 5
 ISSUE_BENCH := 6
 
@@ -50,7 +49,7 @@ need_venv_hint := Run 'make venv' (or check that requirements.txt installed).
 
 TEST_STAGES := lint syntax render pytest molecule
 
-.PHONY: help venv lint syntax render pytest molecule test sanity collection xiu lab lab-down e2e bench clean
+.PHONY: help venv lint syntax render pytest molecule test sanity collection xiu bundle lab lab-check lab-down e2e bench clean
 
 help: ## List the targets
 	@echo "Fresh machine: 'make lab' (local lab) and 'make test' (all tests). Targets:"
@@ -167,16 +166,34 @@ xiu: ## Build xiu (version from roles/versions) from crates.io into the cache
 	  cargo install xiu --version "$(XIU_VERSION)" --locked --root "$(XIU_ROOT)"; \
 	test -x "$(XIU_ROOT)/bin/xiu"
 
-# ---------------------------------------------------------------------------------------------- lab (not yet)
+# ---------------------------------------------------------------------------------------------- lab
 
-lab: ## Build and start the local lab cluster (not built yet)
-	@echo "make lab: the local lab is NOT BUILT YET (tracked in issue $(ISSUE_LAB))." >&2
-	@echo "  When it lands, this target builds the node images and cluster components from package registries," >&2
-	@echo "  starts the node containers, runs playbooks/site.yml against them and writes inventories/lab/." >&2
-	@exit 1
+# Lab shape (see lab/README.md): LAB_NODES nodes, the first LAB_SERVERS of them control-plane nodes, on a
+# private Docker network LAB_SUBNET. LAB_SITE_ARGS: extra ansible-playbook arguments for site.yml
+# (for example LAB_SITE_ARGS='--tags nodes' to run only the node and Kubernetes plays).
+LAB_NODES ?= 3
+LAB_SERVERS ?= 1
+LAB_SUBNET ?= 172.31.250.0/24
+LAB_NAME ?= xiu-lab
+LAB_SITE_ARGS ?=
+# LAB_BUNDLE=<dir>: use that finished bundle instead of building/finding the one for the current pins.
+LAB_BUNDLE ?=
+export LAB_NODES LAB_SERVERS LAB_SUBNET LAB_NAME LAB_BUNDLE
+LAB_PY = nice -n 5 "$(VENV)/bin/python" -m lab
 
-lab-down: ## Stop and remove the local lab
-	@echo "make lab-down: not implemented yet (issue $(ISSUE_LAB))" >&2; exit 1
+bundle: venv ## Build (or reuse) the air-gap bundle: Kubernetes, etcd, CoreDNS, flannel, CNI, helm from source
+	nice -n 10 "$(VENV)/bin/python" -m lab.bundle build $(if $(BUNDLE_OUT),--out $(BUNDLE_OUT),)
+
+lab: venv ## Start the local lab (LAB_NODES Debian 12 node containers), provision it with site.yml
+	@lab/ensure-docker
+	$(LAB_PY) up -- $(LAB_SITE_ARGS)
+
+lab-check: venv ## Check the running lab: nodes Ready, CoreDNS, pod-to-pod across nodes, site.yml idempotent
+	@test -f build/lab/endpoints.json || { echo "make lab-check: no lab (build/lab/endpoints.json); run 'make lab' first." >&2; exit 1; }
+	STREAMOPS_LAB_CHECK=1 LAB_SITE_ARGS="$(LAB_SITE_ARGS)" pytest -v -p no:cacheprovider tests/lab/test_cluster.py tests/lab/test_k3s_role.py
+
+lab-down: venv ## Remove everything the lab created (labelled containers, volumes, network, image; inventory; build/lab)
+	$(LAB_PY) down $(if $(LAB_KEEP_IMAGE),--keep-image,)
 
 e2e: ## End-to-end stream tests against the lab
 	@echo "make e2e: not implemented yet (issue $(ISSUE_E2E))" >&2; exit 1

@@ -100,7 +100,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     total = time.monotonic()
     timer.run("docker daemon", dk.ensure_docker)
     bundle: list[Path] = []
-    timer.run("air-gap bundle", lambda: bundle.append(ensure_bundle()))
+    if args.bundle:
+        bundle.append(Path(args.bundle).resolve())
+        if not (bundle[0] / "manifest.json").exists():
+            raise RuntimeError(f"{bundle[0]} is not a finished bundle (no manifest.json)")
+    else:
+        timer.run("air-gap bundle", lambda: bundle.append(ensure_bundle()))
     files = files_for(plan, bundle[0])
     node_img: list[image.NodeImage] = []
 
@@ -172,13 +177,17 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the node containers, write the inventory, run site.yml")
     shape(up)
     up.add_argument("--no-provision", action="store_true", help="stop before ansible-playbook")
+    up.add_argument(
+        "--bundle", default=os.environ.get("LAB_BUNDLE", ""),
+        help="use this finished bundle directory instead of building/finding the one for the current pins",
+    )
     up.add_argument("--playbook", default="playbooks/site.yml")
     up.add_argument("ansible_args", nargs="*", help="extra ansible-playbook arguments (after --)")
     down = sub.add_parser("down", help="remove everything the lab created (labelled objects, inventory, build/lab)")
     down.add_argument("--keep-image", action="store_true", help="keep the imported node image")
     inv = sub.add_parser("inventory", help="only (re)write inventories/lab and build/lab/endpoints.json")
     shape(inv)
-    inv.add_argument("--bundle", default="", help="air-gap directory (default: build/find the bundle)")
+    inv.add_argument("--bundle", default=os.environ.get("LAB_BUNDLE", ""), help="air-gap directory (default: build/find the bundle)")
     return p
 
 

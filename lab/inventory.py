@@ -116,6 +116,13 @@ prerequisites_containerd_restrict_oom_score_adj: true
 # The lab host is cgroup v1; Kubernetes >= 1.35 needs an explicit opt-in there.
 kubeadm_kubelet_fail_cgroup_v1: false
 
+# Pods with dnsPolicy Default (CoreDNS) get kubelet's resolvConf. The node's own names Docker's 127.0.0.11,
+# which inside a pod is the pod itself (CoreDNS detects the loop and stops): use a file that names the lab
+# gateway instead (written into each node by lab/nodes/containers.py; nothing answers there, so external
+# names fail and no DNS query leaves the lab network).
+kubeadm_kubelet_config_extra:
+  resolvConf: /etc/lab/resolv.conf
+
 # The conntrack table size and timeouts are not per network namespace: kube-proxy must leave them alone
 # (maxPerCore 0 / timeouts 0s = do not set), as kind does.
 kubeadm_kube_proxy_config_extra:

@@ -93,12 +93,13 @@ def plan(pins: Pins, image_repository: str = DEFAULT_IMAGE_REPOSITORY) -> Plan:
         "cni_flannel_plugin": pins["cni_flannel_plugin"],
         "helm": pins["helm"],
         "xiu": pins["xiu"],
+        **addon_versions(pins),
     }
     return Plan(
         versions=tuple(sorted(versions.items())),
-        steps=_steps(versions),
+        steps=_steps(versions) + _addon_steps(versions),
         bins=_bins(),
-        images=_images(versions, image_repository),
+        images=_images(versions, image_repository) + _addon_images(versions),
         settings=(("image_repository", image_repository),),
     )
 
@@ -337,5 +338,136 @@ def _images(v: dict[str, str], repo: str) -> tuple[Image, ...]:
             layers=(Layer(tree=PYTHON_TREE), BASE_LAYER),
             cmd=("python3",),
         ),
+    ]
+    return tuple(images)
+
+
+# ------------------------------------------------------------------------------------------ cluster add-ons
+# Images of the add-ons (issue 4) for the lab: MetalLB, Traefik, cert-manager, metrics-server, and the Pebble ACME
+# test server. Built from the Go module proxy like everything above; named under LAB_IMAGE_REPOSITORY because they
+# are builds of upstream's source, not upstream's images (inventories/lab points each role's image variables here).
+
+# Which versions the lab builds: production pins where they build from the proxy, the documented lab pins where
+# not (see roles/versions/defaults/main.yml).
+ADDON_PINS = {
+    "metallb_lab": "metallb_lab",
+    "metrics_server": "metrics_server",
+    "pebble": "pebble",
+    "traefik_lab": "traefik_lab",
+    "cert_manager_lab": "cert_manager_lab",
+}
+CERT_MANAGER_CMDS = ("controller", "webhook", "cainjector", "acmesolver")
+
+
+def addon_versions(pins: Pins) -> dict[str, str]:
+    return {key: pins[pin] for key, pin in ADDON_PINS.items()}
+
+
+def _addon_steps(v: dict[str, str]) -> tuple[Step, ...]:
+    metallb, cm, traefik = v["metallb_lab"], v["cert_manager_lab"], v["traefik_lab"]
+    return (
+        GoBuild(
+            name="metallb",
+            requires=(("go.universe.tf/metallb", metallb),),
+            packages=("go.universe.tf/metallb/controller", "go.universe.tf/metallb/speaker"),
+            ldflags=(
+                "-X 'go.universe.tf/metallb/internal/version.gitCommit=" + metallb + "'",
+                "-X 'go.universe.tf/metallb/internal/version.gitBranch=" + metallb + "'",
+            ),
+        ),
+        GoBuild(
+            name="metrics-server",
+            requires=(("sigs.k8s.io/metrics-server", v["metrics_server"]),),
+            packages=("sigs.k8s.io/metrics-server/cmd/metrics-server",),
+            ldflags=(
+                f"-X k8s.io/client-go/pkg/version.gitVersion={v['metrics_server']}",
+                "-X k8s.io/client-go/pkg/version.gitTreeState=clean",
+                "-X k8s.io/client-go/pkg/version.buildDate={release_time}",
+            ),
+        ),
+        GoBuild(
+            name="pebble",
+            requires=(("github.com/letsencrypt/pebble/v2", v["pebble"]),),
+            packages=(
+                "github.com/letsencrypt/pebble/v2/cmd/pebble",
+                "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv",
+            ),
+        ),
+        # Traefik's go.mod points three modules at Traefik's forks; a wrapper must repeat those replaces.
+        GoBuild(
+            name="traefik",
+            requires=(("github.com/traefik/traefik/v3", traefik),),
+            packages=("github.com/traefik/traefik/v3/cmd/traefik",),
+            replaces=TRAEFIK_REPLACES,
+            ldflags=(
+                f"-X github.com/traefik/traefik/v3/pkg/version.Version={traefik}",
+                "-X github.com/traefik/traefik/v3/pkg/version.BuildDate={release_time}",
+            ),
+        ),
+        # cert-manager <= 1.11 keeps its commands in the root module. Its go.mod's one replace is version-specific
+        # (miekg/dns v1.1.41 => v1.1.34) and never applies (it requires v1.1.50): the wrapper needs none. Repeating it
+        # unversioned (all the wrapper's replace form allows) would downgrade dns below what cert-manager uses.
+        GoBuild(
+            name="cert-manager",
+            requires=(("github.com/cert-manager/cert-manager", cm),),
+            packages=tuple(f"github.com/cert-manager/cert-manager/cmd/{c}" for c in CERT_MANAGER_CMDS),
+            ldflags=(
+                f"-X github.com/cert-manager/cert-manager/pkg/util.AppVersion={cm}",
+                f"-X github.com/cert-manager/cert-manager/pkg/util.AppGitCommit={cm}",
+            ),
+        ),
+    )
+
+
+# Copied from github.com/traefik/traefik/v3@v3.6.12's go.mod ("Containous forks").
+TRAEFIK_REPLACES = (
+    (
+        "github.com/abbot/go-http-auth",
+        "github.com/containous/go-http-auth",
+        "v0.4.1-0.20200324110947-a37a7636d23e",
+    ),
+    ("github.com/gorilla/mux", "github.com/containous/mux", "v0.0.0-20250523120546-41b6ec3aed59"),
+    ("github.com/mailgun/minheap", "github.com/containous/minheap", "v0.0.0-20190809180810-6e71eb837595"),
+)
+
+
+def _static_image(component: str, name: str, tag: str, step: str, binary: str, path: str, user: str = "") -> Image:
+    """One static binary at ``path`` on the distroless-like base, as the entrypoint."""
+    return Image(
+        component=component,
+        repository=f"{LAB_IMAGE_REPOSITORY}/{name}",
+        tag=tag,
+        layers=(BASE_LAYER, Layer(entries=(Entry(path, source=StepFile(step, binary)),))),
+        entrypoint=(path,),
+        user=user,
+    )
+
+
+def _addon_images(v: dict[str, str]) -> tuple[Image, ...]:
+    metallb, cm = v["metallb_lab"], v["cert_manager_lab"]
+    images = [
+        # The MetalLB chart runs /controller and /speaker (values controller.command / speaker.command).
+        _static_image("metallb_lab", "metallb-controller", metallb, "metallb", "controller", "/controller", "65534:65534"),
+        _static_image("metallb_lab", "metallb-speaker", metallb, "metallb", "speaker", "/speaker"),
+        _static_image(
+            "metrics_server", "metrics-server", v["metrics_server"], "metrics-server", "metrics-server", "/metrics-server"
+        ),
+        _static_image("pebble", "pebble", v["pebble"], "pebble", "pebble", "/usr/local/bin/pebble", "65532:65532"),
+        _static_image(
+            "pebble",
+            "pebble-challtestsrv",
+            v["pebble"],
+            "pebble",
+            "pebble-challtestsrv",
+            "/usr/local/bin/pebble-challtestsrv",
+            "65532:65532",
+        ),
+        _static_image("traefik_lab", "traefik", v["traefik_lab"], "traefik", "traefik", "/usr/local/bin/traefik", "65532:65532"),
+    ]
+    images += [
+        _static_image(
+            "cert_manager_lab", f"cert-manager-{c}", cm, "cert-manager", c, f"/app/cmd/{c}/{c}", "65532:65532"
+        )
+        for c in CERT_MANAGER_CMDS
     ]
     return tuple(images)

@@ -78,11 +78,17 @@ def run_args(plan: LabPlan, node: Node, image: str, cgroups: list[str], kmsg: bo
 
 
 def identity_tar(node: Node, plan: LabPlan, authorized_key: str, machine_id: str | None = None) -> bytes:
-    """Files copied into a created node before its first boot: machine-id, root's authorized_keys, gateway."""
+    """Files copied into a created node before its first boot: machine-id, root's authorized_keys, gateway,
+    resolv.conf for pods."""
     files = {
         "etc/machine-id": ((machine_id or uuid.uuid4().hex) + "\n", 0o444),
         "root/.ssh/authorized_keys": (authorized_key.strip() + "\n", 0o600),
         "etc/lab/gateway": (plan.gateway + "\n", 0o644),
+        # kubelet's resolvConf in the lab (inventory: kubeadm_kubelet_config_extra). The node's own
+        # /etc/resolv.conf names Docker's 127.0.0.11, which inside a pod is CoreDNS itself (CoreDNS's loop
+        # plugin stops it). The gateway answers nothing, so names outside the cluster simply fail, and no
+        # query ever leaves the lab network.
+        "etc/lab/resolv.conf": (f"nameserver {plan.gateway}\noptions ndots:1\n", 0o644),
     }
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -197,7 +203,12 @@ def check_ssh(node: Node, key: Path, known_hosts: Path, timeout: float = 30.0) -
 
 def remove_lab(lab: str, keep_image: bool, say: Callable[[str], None]) -> None:
     """Remove the lab's containers, volumes, network (and image): exactly the objects labelled with its name."""
-    for cid in dk.ids("container", lab):
+    cids = dk.ids("container", lab)
+    if cids:
+        # A clean systemd shutdown first (the image's stop signal is SIGRTMIN+3): kubelet's pods and the nested
+        # cgroups go away with their units; then remove containers and anonymous volumes.
+        dk.docker("stop", "-t", "20", *cids, check=False)
+    for cid in cids:
         dk.docker("rm", "-f", "-v", cid)
         say(f"removed container {cid[:12]}")
     for vol in dk.ids("volume", lab):

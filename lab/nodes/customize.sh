@@ -10,6 +10,31 @@ rm -f /var/lib/dbus/machine-id
 ln -s /etc/machine-id /var/lib/dbus/machine-id
 rm -f /etc/ssh/ssh_host_*
 
+# PID 1 of a node: with --cgroupns=host the node sees the host's whole cgroup tree and its systemd lives at
+# /docker/<id>. systemd then creates kubelet's kubepods.slice at /docker/<id>/kubepods.slice while kubelet looks
+# for /kubepods.slice (and, failing, creates cgroups in the HOST's root). kind's cgroup-v1 fix, done before
+# systemd starts: bind the node's own cgroup over the root of each hierarchy, and bind that root back at
+# /docker/<id> inside it, so both views name the same directory.
+cat > /usr/local/sbin/lab-entrypoint <<'SCRIPT'
+#!/bin/sh
+set -eu
+while IFS=: read -r _ controllers path; do
+  [ "$path" != "/" ] || continue
+  case "$controllers" in
+    "") dir=/sys/fs/cgroup/unified ;;
+    name=systemd) dir=/sys/fs/cgroup/systemd ;;
+    *) dir="/sys/fs/cgroup/$controllers" ;;
+  esac
+  if mountpoint -q "$dir" && [ -d "$dir$path" ]; then
+    mount --bind "$dir$path" "$dir"
+    mkdir -p "$dir$path"
+    mount --bind "$dir" "$dir$path"
+  fi
+done < /proc/self/cgroup
+exec /sbin/init "$@"
+SCRIPT
+chmod 0755 /usr/local/sbin/lab-entrypoint
+
 cat > /etc/systemd/system/lab-ssh-keys.service <<'UNIT'
 [Unit]
 Description=Generate this node's SSH host keys (lab image ships none)

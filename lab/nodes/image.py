@@ -121,7 +121,7 @@ def import_image(img: NodeImage, lab: str) -> float:
     started = time.monotonic()
     dk.docker(
         "import",
-        "--change", 'CMD ["/sbin/init"]',
+        "--change", 'CMD ["/usr/local/sbin/lab-entrypoint"]',
         "--change", "ENV container=docker",
         "--change", f"LABEL {dk.LABEL}={lab}",
         str(img.tarball),

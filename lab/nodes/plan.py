@@ -96,8 +96,8 @@ def make_plan(nodes: int = 3, servers: int = 1, subnet: str = DEFAULT_SUBNET, la
 
 def pool_inside_subnet(plan: LabPlan) -> bool:
     """The workplace network rule: the MetalLB pool must lie inside the lab's own network."""
-    net = ipaddress.ip_network(plan.subnet)
-    first = ipaddress.ip_address(plan.metallb_first)
-    last = ipaddress.ip_address(plan.metallb_last)
-    nodes = {ipaddress.ip_address(n.ip) for n in plan.nodes}
+    net = ipaddress.IPv4Network(plan.subnet)
+    first = ipaddress.IPv4Address(plan.metallb_first)
+    last = ipaddress.IPv4Address(plan.metallb_last)
+    nodes = {ipaddress.IPv4Address(n.ip) for n in plan.nodes}
     return first in net and last in net and first <= last and not any(first <= ip <= last for ip in nodes)
