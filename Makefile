@@ -61,18 +61,24 @@ venv: $(VENV_STAMP) ## Create the Python venv in the cache and link it as .venv
 	@ln -sfn "$(VENV)" .venv
 
 $(VENV_STAMP): NEED_CTX := venv
-$(VENV_STAMP): requirements.txt
+# No prerequisite on requirements.txt: the venv's directory name is the hash of its content, so a fresh
+# clone (new mtimes) reuses a complete venv instead of rebuilding one that other checkouts may be using.
+# The stamp is written last, and creation runs under a lock so two checkouts never build it at once.
+$(VENV_STAMP):
 	@$(call need,$(PYTHON),Install Python >= 3.11 or pass PYTHON=/path/to/python3.11.)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "make venv: $(PYTHON) is $$($(PYTHON) -V 2>&1); ansible-core 2.19 needs Python >= 3.11 (pass PYTHON=...)." >&2; exit 1; }
-	@echo "== creating $(VENV)"
-	@rm -rf "$(VENV)" && mkdir -p "$(CACHE)"
-	@$(PYTHON) -m venv "$(VENV)" || { rm -rf "$(VENV)"; \
-	  echo "make venv: '$(PYTHON) -m venv' failed (Debian: apt-get install python3-venv)." >&2; exit 1; }
-	@"$(VENV)/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@"$(VENV)/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt || { \
-	  rm -rf "$(VENV)"; echo "make venv: installing requirements.txt failed (see above)." >&2; exit 1; }
-	@touch "$@"
+	@mkdir -p "$(CACHE)"
+	@flock "$(CACHE)/venv.lock" sh -c '\
+	  test -f "$@" && exit 0; \
+	  echo "== creating $(VENV)"; \
+	  rm -rf "$(VENV)"; \
+	  $(PYTHON) -m venv "$(VENV)" || { rm -rf "$(VENV)"; \
+	    echo "make venv: \"$(PYTHON) -m venv\" failed (Debian: apt-get install python3-venv)." >&2; exit 1; }; \
+	  "$(VENV)/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip && \
+	  "$(VENV)/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt || { \
+	    rm -rf "$(VENV)"; echo "make venv: installing requirements.txt failed (see above)." >&2; exit 1; }; \
+	  touch "$@"'
 
 # ---------------------------------------------------------------------------------------------- checks
 
