@@ -40,12 +40,12 @@ LIVE = os.environ.get("STREAMOPS_LAB_CHECK") == "1" and ENDPOINTS.exists()
 live = pytest.mark.skipif(not LIVE, reason="live add-on checks run with `make lab-check` against a running lab")
 
 # Upstream chart properties the generic cross-reference checks flag, accepted on purpose: MetalLB's controller
-# creates the memberlist Secret at run time, and its health probes use ports that are not declared containerPorts
-# (the kubelet does not need them declared).
+# creates the memberlist Secret at run time; MetalLB's and ingress-nginx's health probes use ports that are not
+# declared containerPorts (ingress-nginx declares 10254 only with metrics on; the kubelet does not need them).
 KNOWN_UPSTREAM = (
     re.compile(r"^DaemonSet metallb-system/metallb-speaker: volume 'memberlist' references missing Secret"),
-    re.compile(r"^(DaemonSet|Deployment) metallb-system/metallb-[a-z-]+: container '[a-z]+' (readiness|liveness)Probe"
-               r"\.httpGet\.port [0-9]+ is not a declared containerPort"),
+    re.compile(r"^(DaemonSet|Deployment) (metallb-system/metallb|ingress-nginx/ingress-nginx)-[a-z-]+: container "
+               r"'[a-z]+' (readiness|liveness)Probe\.httpGet\.port [0-9]+ is not a declared containerPort"),
 )
 
 
