@@ -6,10 +6,11 @@ defaults/main.yml). Rendering is pure (tests/lab/test_addons.py)."""
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lab.inventory import q
 
 HEADER = "# Written by `python3 -m lab.addons prepare` (lab/addons/inventory.py); change the generator, not this file.\n"
 LAB_IMAGES = "lab.streamops.local"
@@ -31,10 +32,6 @@ class AddonSources:
     pebble_cert: Path
     pebble_key: Path
     root_ca_file: Path
-
-
-def q(value: str) -> str:
-    return json.dumps(value)
 
 
 def file_lookup(path: Path) -> str:

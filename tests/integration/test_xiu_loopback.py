@@ -259,20 +259,13 @@ def test_other_renderable_configs_load_in_real_xiu(variant: str, tmp_path: Path)
     for tier in ("origin", "edge"):
         text = rendered.config(tier)
         assert unknown_keys(tomllib.loads(text), XIU_SCHEMA) == []
-        workdir = tmp_path / tier
-        workdir.mkdir()
-        (workdir / "xiu.toml").write_text(text)
-        log = workdir / "xiu.log"
-        process = subprocess.Popen([str(h.xiu_binary()), "-c", "xiu.toml"], cwd=workdir,
-                                   stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        xiu = h.start_xiu(f"{variant}/{tier}", tmp_path / tier, text, ports["api"])
         try:
-            h.wait_for(lambda: h.port_open(ports["api"]) or process.poll() is not None, 20, "xiu API")
             time.sleep(0.5)
-            assert process.poll() is None, f"{variant}/{tier}: xiu exited: {log.read_text()[-2000:]}"
+            assert xiu.alive(), f"{variant}/{tier}: xiu exited: {xiu.log.read_text()[-2000:]}"
             assert h.port_open(ports["rtmp"])
         finally:
-            process.send_signal(2)
-            process.wait(timeout=10)
+            xiu.stop()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -173,20 +173,26 @@ class Node:
             process.stop()
 
 
-def start_node(tier: str, workdir: Path, rendered: Rendered, ports: dict[str, int]) -> Node:
+def start_xiu(name: str, workdir: Path, config_text: str, api_port: int) -> Process:
+    """Run the real xiu on a rendered config in workdir (its HLS root) and wait for its API."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "xiu.toml"
-    config.write_text(rendered.config(tier))
+    config.write_text(config_text)
     log = workdir / "xiu.log"
     xiu = Process(
-        f"xiu-{tier}",
+        name,
         subprocess.Popen([str(xiu_binary()), "-c", str(config)], cwd=workdir, stdout=log.open("wb"),
                          stderr=subprocess.STDOUT),
         log,
     )
+    wait_for(lambda: port_open(api_port) or not xiu.alive(), 20, f"{name} API")
+    assert xiu.alive(), f"{name} exited: {log.read_text()[-2000:]}"
+    return xiu
+
+
+def start_node(tier: str, workdir: Path, rendered: Rendered, ports: dict[str, int]) -> Node:
+    xiu = start_xiu(f"xiu-{tier}", workdir, rendered.config(tier), ports["api"])
     node = Node(tier, workdir, ports, xiu)
-    wait_for(lambda: port_open(ports["api"]) or not xiu.alive(), 20, f"{tier} xiu API")
-    assert xiu.alive(), f"xiu ({tier}) exited: {log.read_text()[-2000:]}"
     agent_file = workdir / "xiu_agent.py"
     agent_file.write_text(rendered.agent_code())
     agent_log = workdir / "agent.log"
