@@ -196,7 +196,7 @@ lab: venv ## Start the local lab (LAB_NODES Debian 12 node containers), provisio
 
 lab-check: venv ## Check the running lab: nodes Ready, CoreDNS, pod-to-pod across nodes, site.yml idempotent
 	@test -f build/lab/endpoints.json || { echo "make lab-check: no lab (build/lab/endpoints.json); run 'make lab' first." >&2; exit 1; }
-	STREAMOPS_LAB_CHECK=1 LAB_SITE_ARGS="$(LAB_SITE_ARGS)" pytest -v -p no:cacheprovider tests/lab/test_cluster.py tests/lab/test_k3s_role.py
+	STREAMOPS_LAB_CHECK=1 LAB_SITE_ARGS="$(LAB_SITE_ARGS)" pytest -v -p no:cacheprovider tests/lab/test_cluster.py tests/lab/test_addons.py tests/lab/test_k3s_role.py
 
 lab-down: venv ## Remove everything the lab created (labelled containers, volumes, network, image; inventory; build/lab)
 	$(LAB_PY) down $(if $(LAB_KEEP_IMAGE),--keep-image,)

@@ -13,6 +13,7 @@ from typing import Callable
 
 from lab import docker as dk
 from lab import inventory, paths
+from lab.addons.cli import prepare as prepare_addons
 from lab.nodes import containers, image
 from lab.nodes.plan import DEFAULT_LAB, DEFAULT_SUBNET, LabPlan, make_plan, pool_inside_subnet
 
@@ -64,6 +65,12 @@ def start_nodes(plan: LabPlan, files: inventory.LabFiles, tag: str) -> None:
     files.known_hosts.write_text("\n".join(lines) + "\n", encoding="utf-8")
     for node in plan.nodes:
         containers.check_ssh(node, key, files.known_hosts)
+
+
+def write_inventory(plan: LabPlan, files: inventory.LabFiles) -> None:
+    inventory.write_inventory(paths.INVENTORY_DIR, plan, files)
+    inventory.write_endpoints(paths.ENDPOINTS, plan, files, containers.bridge_name(plan))
+    inventory.write_token_files(paths.INVENTORY_DIR, paths.ENDPOINTS.parent)
 
 
 def run_playbook(playbook: str, extra: list[str]) -> int:
@@ -118,11 +125,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     timer.run("node image", _image)
     timer.run("node containers + ssh", lambda: start_nodes(plan, files, node_img[0].tag))
 
-    def _inventory() -> None:
-        inventory.write_inventory(paths.INVENTORY_DIR, plan, files)
-        inventory.write_endpoints(paths.ENDPOINTS, plan, files, containers.bridge_name(plan))
-
-    timer.run("inventory + endpoints.json", _inventory)
+    timer.run("inventory + endpoints.json", lambda: write_inventory(plan, files))
+    timer.run("add-on sources (charts, TLS)", lambda: say(f"wrote {prepare_addons().relative_to(paths.REPO_ROOT)}"))
     rc = 0
     if not args.no_provision:
         started = time.monotonic()
@@ -158,8 +162,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_inventory(args: argparse.Namespace) -> int:
     plan = make_plan(args.nodes, args.servers, args.subnet, args.name)
     files = files_for(plan, Path(args.bundle) if args.bundle else ensure_bundle())
-    inventory.write_inventory(paths.INVENTORY_DIR, plan, files)
-    inventory.write_endpoints(paths.ENDPOINTS, plan, files, containers.bridge_name(plan))
+    write_inventory(plan, files)
+    prepare_addons()
     say(f"wrote {paths.INVENTORY_DIR} and {paths.ENDPOINTS}")
     return 0
 

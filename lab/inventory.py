@@ -5,6 +5,7 @@ here are written: other files in inventories/lab/group_vars/all/ (added by later
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -20,6 +21,36 @@ HEADER = "# Written by `make lab` (lab/inventory.py); regenerated on every run: 
 
 # Lab DNS domain: .test is reserved for testing (RFC 2606), it can never leak to a real name.
 LAB_DOMAIN = "xiu.lab.test"
+
+# Images the bundle builds (lab/bundle/components.py) and every node imports; nothing is pulled in the lab.
+LAB_IMAGE_REPOSITORY = "lab.streamops.local"
+LAB_AGENT_IMAGE = f"{LAB_IMAGE_REPOSITORY}/python:3-bookworm"
+
+# xiu's namespace and the app name the lab's tests publish under.
+XIU_NAMESPACE = "xiu"
+
+
+def pool_address(metallb_range: str, index: int) -> str:
+    """The index-th address (0-based) of a MetalLB range ``a-b`` or CIDR (a CIDR skips its network address)."""
+    if "-" in metallb_range:
+        bounds = [ipaddress.ip_address(x.strip()) for x in metallb_range.split("-", 1)]
+        first, last = int(bounds[0]), int(bounds[1])
+    else:
+        net = ipaddress.ip_network(metallb_range.strip(), strict=False)
+        first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    if first + index > last:
+        raise ValueError(f"MetalLB range {metallb_range} has no address number {index}")
+    return str(ipaddress.ip_address(first + index))
+
+
+def fixed_addresses(metallb_range: str) -> dict[str, str]:
+    """Fixed LoadBalancer addresses, so endpoints.json is known before anything is deployed.
+    The ingress controller takes the first (lab/addons/inventory.py), then the xiu ingest and viewer RTMP."""
+    return {
+        "ingress": pool_address(metallb_range, 0),
+        "xiu_ingest": pool_address(metallb_range, 1),
+        "xiu_rtmp": pool_address(metallb_range, 2),
+    }
 
 
 @dataclass(frozen=True)
@@ -68,6 +99,7 @@ def hosts_yml(plan: LabPlan, files: LabFiles) -> str:
 
 def main_yml(plan: LabPlan, files: LabFiles) -> str:
     """Cluster-wide settings, as in inventories/prod/group_vars/all/main.yml."""
+    addrs = fixed_addresses(plan.metallb_range)
     return HEADER + f"""---
 # Cluster-wide settings of the lab (same variables as inventories/prod/group_vars/all/main.yml).
 xiu_cluster_distribution: kubeadm
@@ -90,7 +122,17 @@ xiu_cluster_kubeconfig: {q(str(files.kubeconfig))}
 xiu_cluster_airgap_dir: {q(str(files.bundle))}
 
 xiu_kubeconfig: "{{{{ xiu_cluster_kubeconfig }}}}"
+xiu_namespace: {XIU_NAMESPACE}
 xiu_play_auth_enabled: true
+
+# The bundle's images (preloaded on every node by the kubeadm role); same layout as the upstream ones.
+xiu_image: "{LAB_IMAGE_REPOSITORY}/xiu:{{{{ versions_xiu }}}}"
+xiu_agent_image: {q(LAB_AGENT_IMAGE)}
+xiu_image_pull_policy: Never
+
+# Fixed addresses, so the lab's endpoints.json names them before xiu is deployed.
+xiu_ingest_load_balancer_ip: {q(addrs["xiu_ingest"])}
+xiu_rtmp_load_balancer_ip: {q(addrs["xiu_rtmp"])}
 """
 
 
@@ -152,7 +194,9 @@ xiu_play_token: {q(secrets.token_urlsafe(32))}
 """
 
 
-def endpoints(plan: LabPlan, files: LabFiles, bridge: str, old: dict[str, Any] | None = None) -> dict[str, Any]:
+def endpoints(
+    plan: LabPlan, files: LabFiles, bridge: str, old: dict[str, Any] | None = None, token_dir: Path = Path("build/lab")
+) -> dict[str, Any]:
     """endpoints.json content: what the lab is and where to reach it. Keys other tools added are kept."""
     data: dict[str, Any] = dict(old or {})
     data.update(
@@ -165,9 +209,36 @@ def endpoints(plan: LabPlan, files: LabFiles, bridge: str, old: dict[str, Any] |
             "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in plan.nodes],
             "inventory": "inventories/lab",
             "bundle": str(files.bundle),
+            "xiu": xiu_endpoints(plan, token_dir),
         }
     )
     return data
+
+
+def xiu_endpoints(plan: LabPlan, token_dir: Path) -> dict[str, Any]:
+    """Where publishers and viewers reach xiu. URL templates: fill {app}, {stream} and the token file's content."""
+    addrs = fixed_addresses(plan.metallb_range)
+    return {
+        "namespace": XIU_NAMESPACE,
+        "ingest_ip": addrs["xiu_ingest"],
+        "rtmp_ip": addrs["xiu_rtmp"],
+        "ingress_ip": addrs["ingress"],
+        "rtmp_publish_url": f"rtmp://{addrs['xiu_ingest']}:1935/{{app}}/{{stream}}?token={{token}}",
+        "rtmp_play_url": f"rtmp://{addrs['xiu_rtmp']}:1935/{{app}}/{{stream}}?token={{token}}",
+        "hls_url": f"https://hls.{LAB_DOMAIN}/{{app}}/{{stream}}/{{stream}}.m3u8?token={{token}}",
+        "flv_url": f"https://flv.{LAB_DOMAIN}/{{app}}/{{stream}}.flv?token={{token}}",
+        "hls_host": f"hls.{LAB_DOMAIN}",
+        "flv_host": f"flv.{LAB_DOMAIN}",
+        "publish_token_file": str(token_dir / "publish-token"),
+        "play_token_file": str(token_dir / "play-token"),
+    }
+
+
+def write_token_files(inventory_dir: Path, token_dir: Path) -> None:
+    """The lab's tokens as plain files (0600) for ffmpeg and the tests: read from the generated secrets.yml."""
+    data = yaml.safe_load((inventory_dir / "group_vars" / "all" / "secrets.yml").read_text(encoding="utf-8"))
+    _write(token_dir / "publish-token", data["xiu_publish_token"], 0o600)
+    _write(token_dir / "play-token", data["xiu_play_token"], 0o600)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -196,6 +267,6 @@ def write_endpoints(path: Path, plan: LabPlan, files: LabFiles, bridge: str) -> 
             old = loaded if isinstance(loaded, dict) and loaded.get("lab") == plan.lab else None
         except json.JSONDecodeError:
             old = None
-    data = endpoints(plan, files, bridge, old)
+    data = endpoints(plan, files, bridge, old, path.parent)
     _write(path, json.dumps(data, indent=2) + "\n")
     return data

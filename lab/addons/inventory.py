@@ -5,12 +5,11 @@ defaults/main.yml). Rendering is pure (tests/lab/test_addons.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.inventory import q
+from lab.inventory import pool_address, q
 
 HEADER = "# Written by `python3 -m lab.addons prepare` (lab/addons/inventory.py); change the generator, not this file.\n"
 LAB_IMAGES = "lab.streamops.local"
@@ -40,11 +39,8 @@ def file_lookup(path: Path) -> str:
 
 
 def first_address(metallb_range: str) -> str:
-    """First usable address of a MetalLB range (``a-b`` or a CIDR; a CIDR skips its network address)."""
-    if "-" in metallb_range:
-        return str(ipaddress.ip_address(metallb_range.split("-", 1)[0].strip()))
-    net = ipaddress.ip_network(metallb_range.strip(), strict=False)
-    return str(next(net.hosts()))
+    """The ingress controller's address: the first of the MetalLB range (lab.inventory.fixed_addresses)."""
+    return pool_address(metallb_range, 0)
 
 
 def pebble_names(namespace: str = PEBBLE_NAMESPACE) -> list[str]:

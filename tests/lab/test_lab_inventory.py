@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lab import inventory
 from lab.nodes.plan import make_plan
 from tests.lab.test_cluster import parse_recap
 
+PLAN = make_plan()
 FILES = inventory.LabFiles(
     ssh_key=Path("/s/id_ed25519"), known_hosts=Path("/s/known_hosts"), kubeconfig=Path("/b/kubeconfig"),
     bundle=Path("/c/bundle/k"),
@@ -93,3 +95,29 @@ xiu-lab-agent1             : ok=36   changed=1    unreachable=0    failed=0    s
         "localhost": {"ok": 8, "changed": 0, "unreachable": 0, "failed": 0},
         "xiu-lab-agent1": {"ok": 36, "changed": 1, "unreachable": 0, "failed": 0},
     }
+
+
+def test_fixed_addresses_come_from_the_pool_in_order() -> None:
+    assert inventory.fixed_addresses("172.31.250.200-172.31.250.250") == {
+        "ingress": "172.31.250.200", "xiu_ingest": "172.31.250.201", "xiu_rtmp": "172.31.250.202"}
+    assert inventory.pool_address("192.0.2.240/28", 0) == "192.0.2.241"
+    with pytest.raises(ValueError, match="no address number 2"):
+        inventory.fixed_addresses("10.0.0.8-10.0.0.9")
+
+
+def test_main_yml_points_xiu_at_the_bundle_images_and_fixed_ips() -> None:
+    data = yaml.safe_load(inventory.main_yml(PLAN, FILES))
+    assert data["xiu_image"].startswith("lab.streamops.local/xiu:")
+    assert data["xiu_agent_image"] == inventory.LAB_AGENT_IMAGE
+    assert data["xiu_image_pull_policy"] == "Never"
+    addrs = inventory.fixed_addresses(PLAN.metallb_range)
+    assert (data["xiu_ingest_load_balancer_ip"], data["xiu_rtmp_load_balancer_ip"]) == (addrs["xiu_ingest"], addrs["xiu_rtmp"])
+
+
+def test_endpoints_name_the_xiu_urls_and_token_files(tmp_path: Path) -> None:
+    data = inventory.write_endpoints(tmp_path / "endpoints.json", PLAN, FILES, "br-x")
+    xiu = data["xiu"]
+    assert xiu["publish_token_file"] == str(tmp_path / "publish-token")
+    url = xiu["rtmp_publish_url"].format(app="live", stream="a", token="t")
+    assert url == f"rtmp://{xiu['ingest_ip']}:1935/live/a?token=t"
+    assert xiu["hls_url"].startswith("https://hls.xiu.lab.test/")
