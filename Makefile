@@ -4,6 +4,7 @@
 #   venv-<hash>/      Python venv for requirements.txt (hash = first 12 hex digits of its sha256)
 #   xiu-<version>/    xiu built from crates.io (bin/xiu)
 #   cargo-target/     cargo's build directory for it
+#   tools/checkov-<version>/   the manifest scanner (its own venv; `make checkov`)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -22,6 +23,10 @@ VERSIONS_FILE := roles/versions/defaults/main.yml
 version_of = $(shell sed -n -E 's/^$(1):[[:space:]]*["'\'']?([^"'\''[:space:]#]+).*/\1/p' $(VERSIONS_FILE))
 XIU_VERSION := $(call version_of,versions_xiu)
 XIU_ROOT := $(CACHE)/xiu-$(XIU_VERSION)
+# Manifest scanner (`make scan`): checkov from PyPI in a venv of its own (its dependencies would clash with
+# requirements.txt). kube-linter cannot be built here: the Go module proxy does not serve its module host.
+CHECKOV_VERSION := $(call version_of,versions_checkov)
+CHECKOV_ROOT := $(CACHE)/tools/checkov-$(CHECKOV_VERSION)
 
 RENDER_DIR := $(CURDIR)/build/manifests
 # ansible-test needs the collection under ansible_collections/<ns>/<name> and outside this git work tree
@@ -38,6 +43,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export STREAMOPS_CACHE := $(CACHE)
 export XIU_VERSION
 export XIU_BIN ?= $(XIU_ROOT)/bin/xiu
+export CHECKOV_BIN ?= $(CHECKOV_ROOT)/bin/checkov
 
 # Issues that track the targets which are not there yet.
 ISSUE_E2E := 5
@@ -47,9 +53,9 @@ ISSUE_BENCH := 6
 need = command -v $(1) >/dev/null 2>&1 || { echo "make $(or $(NEED_CTX),$@): '$(1)' not found on PATH. $(2)" >&2; exit 127; }
 need_venv_hint := Run 'make venv' (or check that requirements.txt installed).
 
-TEST_STAGES := lint syntax render pytest molecule
+TEST_STAGES := lint syntax render scan pytest molecule
 
-.PHONY: help venv lint syntax render pytest molecule test sanity collection xiu bundle lab lab-check lab-down e2e bench clean
+.PHONY: help venv lint syntax render scan checkov pytest molecule test sanity collection xiu bundle lab lab-check lab-down e2e bench clean
 
 help: ## List the targets
 	@echo "Fresh machine: 'make lab' (local lab) and 'make test' (all tests). Targets:"
@@ -105,7 +111,24 @@ render: venv ## Render every manifest for inventories/prod into build/manifests/
 	rm -rf "$(RENDER_DIR)" && mkdir -p "$(RENDER_DIR)"
 	ansible-playbook playbooks/render.yml -i $(PROD_INVENTORY) $(VAULT_ARGS) -e xiu_cluster_render_dir=$(RENDER_DIR)
 
-pytest: venv xiu ## Python tests in tests/ (no test collected = failure)
+# Offline (see .checkov.yaml); re-renders first only when build/manifests is missing or empty.
+scan: venv checkov ## Scan build/manifests with checkov: any finding, or nothing scanned, fails
+	@if [ -z "$$(ls -A "$(RENDER_DIR)" 2>/dev/null)" ]; then $(MAKE) render; fi
+	python -m tools.manifest_scan "$(RENDER_DIR)"
+
+checkov: ## Install checkov (versions_checkov) into the cache (skipped when there)
+	@test -n "$(CHECKOV_VERSION)" || { echo "make checkov: versions_checkov not found in $(VERSIONS_FILE)" >&2; exit 1; }
+	@mkdir -p "$(CACHE)/tools"
+	@flock "$(CACHE)/tools/checkov.lock" sh -c '\
+	  if test -x "$(CHECKOV_ROOT)/bin/checkov" && test -f "$(CHECKOV_ROOT)/.installed"; then \
+	    echo "checkov $(CHECKOV_VERSION) already installed: $(CHECKOV_ROOT)/bin/checkov"; exit 0; fi; \
+	  echo "== installing checkov $(CHECKOV_VERSION) into $(CHECKOV_ROOT)"; \
+	  rm -rf "$(CHECKOV_ROOT)" && $(PYTHON) -m venv "$(CHECKOV_ROOT)" && \
+	  nice -n 10 "$(CHECKOV_ROOT)/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$(CHECKOV_VERSION)" || { \
+	    rm -rf "$(CHECKOV_ROOT)"; echo "make checkov: installing checkov $(CHECKOV_VERSION) failed (see above)." >&2; exit 1; }; \
+	  touch "$(CHECKOV_ROOT)/.installed"'
+
+pytest: venv xiu checkov ## Python tests in tests/ (no test collected = failure)
 	@$(call need,pytest,$(need_venv_hint))
 	@rc=0; pytest tests/ || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make pytest: pytest collected no test (exit 5); that is a failure here." >&2; fi; \
@@ -115,7 +138,7 @@ molecule: venv ## Molecule scenario 'render' (no containers)
 	@$(call need,molecule,$(need_venv_hint))
 	molecule test -s render
 
-test: venv ## Everything CI runs: lint, syntax, render, pytest, molecule (each timed)
+test: venv ## Everything CI runs: lint, syntax, render, scan, pytest, molecule (each timed)
 	@failed=""; total_start=$$(date +%s); \
 	for stage in $(TEST_STAGES); do \
 	  echo; echo "======== make $$stage"; start=$$(date +%s); \

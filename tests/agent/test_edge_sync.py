@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -130,3 +131,21 @@ def test_settings_from_env_validates(agent_module: ModuleType) -> None:
     )
     assert settings.check_ports == [1935, 8080, 8081]
     assert settings.origin_address == "xiu-origin.xiu.svc"
+
+
+def test_settings_read_tokens_from_files(agent_module: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "relay-token").write_text("relay-from-file\n")
+    (tmp_path / "play-token").write_text("play-from-file")
+    base = {"XIU_AGENT_TIER": "edge", "XIU_AGENT_ORIGIN_API": "http://xiu-origin.xiu.svc:8000"}
+    settings = agent_module.Settings.from_env(
+        {
+            **base,
+            "XIU_AGENT_RELAY_TOKEN_FILE": str(tmp_path / "relay-token"),
+            "XIU_AGENT_PLAY_TOKEN_FILE": str(tmp_path / "play-token"),
+            "XIU_AGENT_RELAY_TOKEN": "ignored-when-a-file-is-named",
+        }
+    )
+    assert (settings.relay_token, settings.play_token) == ("relay-from-file", "play-from-file")
+    assert agent_module.Settings.from_env({**base, "XIU_AGENT_RELAY_TOKEN": "from-env"}).relay_token == "from-env"
+    with pytest.raises(ValueError, match="XIU_AGENT_RELAY_TOKEN_FILE"):
+        agent_module.Settings.from_env({**base, "XIU_AGENT_RELAY_TOKEN_FILE": str(tmp_path / "missing")})

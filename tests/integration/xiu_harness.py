@@ -65,18 +65,31 @@ class Rendered:
     def agent_code(self) -> str:
         return str(self.get("ConfigMap", "xiu-agent")["data"]["xiu_agent.py"])
 
-    def agent_env(self, tier: str) -> dict[str, str]:
+    def agent_env(self, tier: str, mounts_dir: Path) -> dict[str, str]:
+        """The agent container's environment, its Secret volumes written under mounts_dir like the kubelet
+        would mount them (and paths into them rewritten to there)."""
         pod = self.get("Deployment", f"xiu-{tier}")["spec"]["template"]["spec"]
         agent = next(c for c in pod["containers"] if c["name"] == "agent")
-        tokens = self.get("Secret", "xiu-tokens")["stringData"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        mounts: dict[str, Path] = {}
+        for mount in agent.get("volumeMounts", []):
+            source = volumes[mount["name"]].get("secret")
+            if source is None:
+                continue
+            data = self.get("Secret", source["secretName"])["stringData"]
+            local = mounts_dir / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            for item in source.get("items") or [{"key": k, "path": k} for k in data]:
+                (local / item["path"]).write_text(str(data[item["key"]]))
+            mounts[mount["mountPath"].rstrip("/") + "/"] = local
         env: dict[str, str] = {}
         for item in agent.get("env", []):
-            if "value" in item:
-                env[item["name"]] = str(item["value"])
-            else:
-                ref = item["valueFrom"]["secretKeyRef"]
-                assert ref["name"] == "xiu-tokens", ref
-                env[item["name"]] = str(tokens[ref["key"]])
+            assert "value" in item, f"agent env {item['name']}: only literal values are emulated"
+            value = str(item["value"])
+            for prefix, local in mounts.items():
+                if value.startswith(prefix):
+                    value = str(local / value[len(prefix):])
+            env[item["name"]] = value
         return env
 
 
@@ -196,7 +209,7 @@ def start_node(tier: str, workdir: Path, rendered: Rendered, ports: dict[str, in
     agent_file = workdir / "xiu_agent.py"
     agent_file.write_text(rendered.agent_code())
     agent_log = workdir / "agent.log"
-    env = {"PATH": os.environ.get("PATH", ""), **rendered.agent_env(tier)}
+    env = {"PATH": os.environ.get("PATH", ""), **rendered.agent_env(tier, workdir / "mounts")}
     node.agent = Process(
         f"agent-{tier}",
         subprocess.Popen([sys.executable, "-u", str(agent_file)], cwd=workdir, env=env,

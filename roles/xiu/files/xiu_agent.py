@@ -286,14 +286,27 @@ class Settings:
             check_ports=[int(p) for p in env.get("XIU_AGENT_CHECK_PORTS", "").split(",") if p.strip()],
             origin_api=origin_api,
             origin_address=env.get("XIU_AGENT_ORIGIN_ADDRESS", origin_api.split("//")[-1].split(":")[0]),
-            relay_token=env.get("XIU_AGENT_RELAY_TOKEN", ""),
+            relay_token=secret_from_env(env, "XIU_AGENT_RELAY_TOKEN"),
             poll_seconds=float(env.get("XIU_AGENT_POLL_SECONDS", "1")),
             initial_sync_seconds=float(env.get("XIU_AGENT_INITIAL_SYNC_SECONDS", "30")),
             pull_timeout_polls=int(env.get("XIU_AGENT_PULL_TIMEOUT_POLLS", "5")),
             broken_after_rounds=int(env.get("XIU_AGENT_BROKEN_AFTER_ROUNDS", "6")),
             hls_port=int(env.get("XIU_AGENT_HLS_PORT", "0")),
-            play_token=env.get("XIU_AGENT_PLAY_TOKEN", ""),
+            play_token=secret_from_env(env, "XIU_AGENT_PLAY_TOKEN"),
         )
+
+
+def secret_from_env(env: Mapping[str, str], name: str) -> str:
+    """The file named by `<name>_FILE` (a Secret key mounted into the pod: the token stays out of the
+    environment, which child processes inherit), else the variable `<name>` itself, else ''."""
+    path = env.get(f"{name}_FILE", "")
+    if not path:
+        return env.get(name, "")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as error:
+        raise ValueError(f"{name}_FILE: cannot read {path}: {error.strerror}") from error
 
 
 def log(message: str, **fields: Any) -> None:
