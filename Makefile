@@ -46,16 +46,17 @@ export XIU_BIN ?= $(XIU_ROOT)/bin/xiu
 export CHECKOV_BIN ?= $(CHECKOV_ROOT)/bin/checkov
 
 # Issues that track the targets which are not there yet.
-ISSUE_E2E := 5
 ISSUE_BENCH := 6
 
 # $(call need,TOOL,HINT): stop with a clear message when TOOL is not on PATH.
 need = command -v $(1) >/dev/null 2>&1 || { echo "make $(or $(NEED_CTX),$@): '$(1)' not found on PATH. $(2)" >&2; exit 127; }
 need_venv_hint := Run 'make venv' (or check that requirements.txt installed).
 
-TEST_STAGES := lint syntax render scan pytest molecule
+# The fast tier needs no cluster; `lab-tier` brings up the lab, checks it, runs the end-to-end scenario and
+# removes the lab again (TEST_STAGES="..." selects stages, e.g. make test TEST_STAGES="lint pytest").
+TEST_STAGES := lint syntax render scan pytest molecule lab-tier
 
-.PHONY: help venv lint syntax render scan checkov pytest molecule test sanity collection xiu bundle lab lab-check lab-down e2e bench clean
+.PHONY: help venv lint syntax render scan checkov pytest molecule test sanity collection xiu bundle lab lab-check lab-down lab-tier e2e bench clean
 
 help: ## List the targets
 	@echo "Fresh machine: 'make lab' (local lab) and 'make test' (all tests). Targets:"
@@ -224,8 +225,22 @@ lab-check: venv ## Check the running lab: nodes Ready, CoreDNS, pod-to-pod acros
 lab-down: venv ## Remove everything the lab created (labelled containers, volumes, network, image; inventory; build/lab)
 	$(LAB_PY) down $(if $(LAB_KEEP_IMAGE),--keep-image,)
 
-e2e: ## End-to-end stream tests against the lab
-	@echo "make e2e: not implemented yet (issue $(ISSUE_E2E))" >&2; exit 1
+e2e: venv ## End-to-end scenario on the running lab (molecule -s e2e): build/e2e/report.md and .json
+	@test -f build/lab/endpoints.json || { echo "make e2e: no lab (build/lab/endpoints.json); run 'make lab' first." >&2; exit 1; }
+	@$(call need,ffmpeg,Install ffmpeg (Debian: apt-get install ffmpeg).)
+	molecule test -s e2e
+
+# The lab stages of `make test`: a fresh lab (any earlier one of the same name is removed first, the node
+# image is kept), its checks, the end-to-end scenario, and the lab removed again whatever happened.
+lab-tier: venv ## make lab-down + lab + lab-check + e2e + lab-down (part of make test)
+	@$(MAKE) lab-down LAB_KEEP_IMAGE=1
+	@rc=0; start=$$(date +%s); \
+	for step in lab lab-check e2e; do \
+	  t=$$(date +%s); $(MAKE) $$step || { rc=$$?; echo "make lab-tier: make $$step FAILED" >&2; break; }; \
+	  echo "======== lab-tier: make $$step done in $$(( $$(date +%s) - t ))s"; \
+	done; \
+	$(MAKE) lab-down LAB_KEEP_IMAGE=1; \
+	echo "make lab-tier: $$(( $$(date +%s) - start ))s"; exit $$rc
 
 bench: ## Bounded load test against the lab
 	@echo "make bench: not implemented yet (issue $(ISSUE_BENCH))" >&2; exit 1
