@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any, Iterator
@@ -175,3 +176,31 @@ def test_api_calls_have_the_shape_xiu_expects(agent_module: ModuleType, recorder
         }),
         ("/api/kick_off_client", {"uuid": "17953214511098"}),
     ]
+
+
+def test_sigterm_stops_the_agent_at_once() -> None:
+    """As PID 1 the kernel drops SIGTERM unless the agent handles it: pods would wait out their grace period."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"XIU_AGENT_TIER": "origin", "XIU_AGENT_LISTEN_PORT": str(port), "XIU_AGENT_LOCAL_API": "http://127.0.0.1:9",
+           "PATH": "/usr/bin:/bin"}
+    agent = Path(__file__).resolve().parents[2] / "roles" / "xiu" / "files" / "xiu_agent.py"
+    proc = subprocess.Popen([sys.executable, str(agent)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()

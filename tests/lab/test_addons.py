@@ -216,6 +216,26 @@ def test_endpoints_json_lists_the_addons(addons: dict[str, Any]) -> None:
 
 
 @live
+def test_endpoints_json_lists_xiu_and_its_addresses_are_served(api: Any, endpoints: dict[str, Any]) -> None:
+    """The xiu entry names the addresses the Services really got, and the token files are private."""
+    from kubernetes import client
+
+    xiu = endpoints["xiu"]
+    for key in ("rtmp_publish_url", "rtmp_play_url", "hls_url", "flv_url", "publish_token_file", "play_token_file"):
+        assert xiu.get(key), key
+    for key in ("publish_token_file", "play_token_file"):
+        path = Path(xiu[key])
+        assert path.is_file() and len(path.read_text().strip()) >= 24, key
+        assert path.stat().st_mode & 0o077 == 0, f"{path} must be readable by its owner only"
+    core = client.CoreV1Api(api)
+    for svc, key in (("xiu-ingest", "ingest_ip"), ("xiu-rtmp", "rtmp_ip"), ("traefik", "ingress_ip")):
+        ns = "traefik" if svc == "traefik" else xiu["namespace"]
+        ingress = core.read_namespaced_service(svc, ns).status.load_balancer.ingress or []
+        assert [i.ip for i in ingress] == [xiu[key]], f"{svc}: {ingress} != {xiu[key]}"
+    assert xiu["rtmp_publish_url"].startswith(f"rtmp://{xiu['ingest_ip']}:1935/")
+
+
+@live
 def test_metallb_assigns_reachable_addresses(api: Any, endpoints: dict[str, Any], addons: dict[str, Any]) -> None:
     from kubernetes import client
 

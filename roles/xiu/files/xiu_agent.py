@@ -506,6 +506,9 @@ def main(env: Mapping[str, str]) -> int:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log("xiu-agent started", tier=settings.tier, port=settings.listen_port, origin=settings.origin_api)
     stop = threading.Event()
+    # PID 1 of its container: without a handler the kernel drops SIGTERM, and every pod deletion would wait
+    # the whole termination grace period for SIGKILL.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     try:
         agent.run_forever(stop)
     except KeyboardInterrupt:
