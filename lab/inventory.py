@@ -164,6 +164,16 @@ kubeadm_kubelet_fail_cgroup_v1: false
 # names fail and no DNS query leaves the lab network).
 kubeadm_kubelet_config_extra:
   resolvConf: /etc/lab/resolv.conf
+  # Every node's kubelet sees the host's disk (the node containers share it), so the defaults (evict below
+  # 15% free imagefs, image GC above 85% use) would fire on a busy build host and delete the preloaded
+  # images, which an air-gapped node can never pull back. The lab evicts only when the disk is really full.
+  evictionHard:
+    memory.available: 100Mi
+    nodefs.available: 2%
+    nodefs.inodesFree: 2%
+    imagefs.available: 2%
+  imageGCHighThresholdPercent: 99
+  imageGCLowThresholdPercent: 98
 
 # The conntrack table size and timeouts are not per network namespace: kube-proxy must leave them alone
 # (maxPerCore 0 / timeouts 0s = do not set), as kind does.
