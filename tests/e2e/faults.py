@@ -78,29 +78,76 @@ class Section:
         pub_before = self.reconnects()
         time.sleep(2)
         since = time.monotonic()
+        ingest = OriginWatch(self.inst)
         what = act()
-        rec = wait_recovered(self.inst, STREAMS, self.t.lab.play_token, replicas, since, RECOVERY_TIMEOUT,
+        rec = wait_recovered(self.inst, STREAMS, self.t.lab.play_token, None, since, RECOVERY_TIMEOUT,
                              settled=lambda: settled(since), exclude_nodes=exclude)
         time.sleep(5)  # viewers that reconnect get the chance to show it
         end = viewers.finish()
+        ingest_gap = ingest.finish()
         extra = after()
         flv = outage(viewers.flv, since, end)
         rtmp = outage(viewers.rtmp, since, end)
         lost = lost_streams(STREAMS, rec.failures) if rec.seconds is None else []
         gone = sorted({w.stream for w in viewers.all if end - w.last_video >= 3})
         lost = sorted(set(lost) | set(gone))
-        observed = (f"{what}; every stream played from all {replicas} replicas again after "
+        now = self.replicas()
+        observed = (f"{what}; every stream played from all {now} replicas"
+                    + (f" (the HPA had raised {replicas} to {now})" if now != replicas else "") + " again after "
                     + (f"{rec.seconds:.1f}s" if rec.seconds is not None else f"NEVER ({rec.detail})")
                     + f"; streams lost: {len(lost)}{' ' + str(lost) if lost else ''}; {flv.text('FLV')}; "
-                    + f"{rtmp.text('RTMP')}; publisher reconnects: {self.reconnects() - pub_before}"
+                    + f"{rtmp.text('RTMP')}; ingest without all 3 streams for {ingest_gap:.1f}s; publisher "
+                    + f"connection attempts: {self.reconnects() - pub_before}"
                     + (f"; {extra}" if extra else ""))
         if base.seconds is None or not playing:
             observed = f"baseline not reached ({base.detail}, viewers playing: {playing}); " + observed
         ok = (base.seconds is not None and playing and rec.seconds is not None and not lost
               and flv.playing_at_end == flv.viewers and rtmp.playing_at_end == rtmp.viewers)
         self.report.add(step, expected, observed, time.monotonic() - since, ok,
-                        recovery_s=rec.seconds, streams_lost=lost, flv=flv.__dict__, rtmp=rtmp.__dict__,
+                        recovery_s=rec.seconds, streams_lost=lost, ingest_gap_s=ingest_gap, flv=flv.__dict__, rtmp=rtmp.__dict__,
                         restarts_before=restarts_before, restarts_after=self.inst.restart_total())
+
+
+class OriginWatch:
+    """Samples (every 0.5 s) whether a ready origin holds every stream; the longest stretch it did not."""
+
+    def __init__(self, inst: Any) -> None:
+        self.inst = inst
+        self.samples: list[tuple[float, bool]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _has_all(self) -> bool:
+        try:
+            pods = [p for p in self.inst.pods("app.kubernetes.io/name=xiu,app.kubernetes.io/component=origin")
+                    if self.inst.ready(p)]
+            return any(set(STREAMS) <= set(self.inst.streams_on(p.metadata.name)) for p in pods)
+        except Exception:  # noqa: BLE001 - an origin going away is a "no"
+            return False
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            self.samples.append((time.monotonic(), self._has_all()))
+            self.done.wait(0.5)
+
+    def finish(self) -> float:
+        self.done.set()
+        self.thread.join(timeout=10)
+        return longest_false(self.samples)
+
+
+def longest_false(samples: list[tuple[float, bool]]) -> float:
+    """Longest time between the first False sample of a run and the next True sample (or the last sample)."""
+    longest, began = 0.0, None
+    for t, ok in samples:
+        if not ok and began is None:
+            began = t
+        elif ok and began is not None:
+            longest, began = max(longest, t - began), None
+    if began is not None and samples:
+        longest = max(longest, samples[-1][0] - began)
+    return longest
 
 
 def force_delete(inst: Any, pod: str) -> None:

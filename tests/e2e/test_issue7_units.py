@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e import hostile, issue7, media, ops, target, viewers
-from tests.e2e.faults import pick_node
+from tests.e2e.faults import longest_false, pick_node
 
 
 def test_overrides_and_playbook_args() -> None:
@@ -34,6 +34,11 @@ def test_outage_counts_gaps_after_the_fault_and_open_gaps() -> None:
     assert o.median_cut == 10.0
     assert "2/3 viewers without video for up to 10.0s" in o.text("FLV")
     assert viewers.outage([watch([], 99.9)], 10.0, 100.0).text("RTMP").startswith("RTMP: 1 viewers, none")
+    moved = watch([], 99.9)
+    moved.recoveries = [(50.0, 0.4), (3.0, 9.0)]
+    o = viewers.outage([moved], 10.0, 100.0)
+    assert (o.cut, o.reconnected, o.longest_recovery) == (0, 1, 0.4)
+    assert "1 reconnected (video again within 0.4s)" in o.text("FLV")
 
 
 def test_lost_streams() -> None:
@@ -91,3 +96,9 @@ def test_issue7_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert issue7.selected("7b", lambda n: n == "7")
     monkeypatch.setenv("E2E_NODE_FAULT", "1")
     assert issue7.selected("7d", lambda n: n == "7d")
+
+
+def test_longest_false() -> None:
+    assert longest_false([(0.0, True), (1.0, False), (2.0, False), (4.5, True), (5.0, False), (6.0, True)]) == 3.5
+    assert longest_false([(0.0, True), (1.0, False), (3.0, False)]) == 2.0
+    assert longest_false([(0.0, True)]) == 0.0 and longest_false([]) == 0.0

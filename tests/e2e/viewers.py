@@ -26,12 +26,17 @@ class Outage:
     longest: float  # longest gap of any viewer (s)
     median_cut: float  # median longest gap of the viewers that were cut (s)
     playing_at_end: int  # viewers with video in the last `fresh` seconds at the end
+    reconnected: int = 0  # viewers whose connection ended and who got video again on a new one
+    longest_recovery: float = 0.0  # longest time from the last video before such a loss to video again (s)
 
     def text(self, kind: str) -> str:
+        moved = (f"{self.reconnected} reconnected (video again within {self.longest_recovery:.1f}s)"
+                 if self.reconnected else "none reconnected")
         if not self.cut:
-            return f"{kind}: {self.viewers} viewers, none without video > 1 s; {self.playing_at_end} playing at the end"
+            return (f"{kind}: {self.viewers} viewers, none without video > 1 s, {moved}; {self.playing_at_end} playing "
+                    f"at the end")
         return (f"{kind}: {self.cut}/{self.viewers} viewers without video for up to {self.longest:.1f}s "
-                f"(median {self.median_cut:.1f}s); {self.playing_at_end}/{self.viewers} playing at the end")
+                f"(median {self.median_cut:.1f}s), {moved}; {self.playing_at_end}/{self.viewers} playing at the end")
 
 
 def outage(watches: Iterable[media.Watch], since: float, end: float, fresh: float = 3.0) -> Outage:
@@ -44,8 +49,10 @@ def outage(watches: Iterable[media.Watch], since: float, end: float, fresh: floa
             gaps.append(end - w.last_video)
         longest.append(max(gaps, default=0.0))
     cut = sorted(g for g in longest if g > 1.0)
+    recoveries = [max((r for start, r in w.recoveries if start >= since - 1.0), default=-1.0) for w in ws]
+    back = [r for r in recoveries if r >= 0]
     return Outage(len(ws), len(cut), max(longest, default=0.0), cut[len(cut) // 2] if cut else 0.0,
-                  sum(1 for w in ws if end - w.last_video < fresh))
+                  sum(1 for w in ws if end - w.last_video < fresh), len(back), max(back, default=0.0))
 
 
 def lost_streams(streams: Iterable[str], failures: dict[str, str]) -> list[str]:
@@ -138,9 +145,13 @@ class Viewers:
 # ------------------------------------------------------------------------------------------ replica sweep
 
 
-def sweep(inst: Instance, streams: list[str], token: str, replicas: int,
+def sweep(inst: Instance, streams: list[str], token: str, replicas: int | None,
           exclude_nodes: frozenset[str] = frozenset()) -> tuple[bool, str, dict[str, str]]:
-    """Whether exactly `replicas` edges are ready and every stream plays over FLV from each of them."""
+    """Whether exactly `replicas` edges are ready and every stream plays over FLV from each of them.
+
+    replicas None: as many as the edge Deployment asks for now (the HPA may have added some)."""
+    if replicas is None:
+        replicas = int(inst.edge_deployment().spec.replicas)
     edges = [p for p in inst.ready_edges() if p.spec.node_name not in exclude_nodes]
     pods = [p for p in inst.pods() if p.spec.node_name not in exclude_nodes]
     if len(edges) != replicas or len(pods) != replicas:
@@ -160,7 +171,7 @@ class Recovery:
     sweeps: int
 
 
-def wait_recovered(inst: Instance, streams: list[str], token: str, replicas: int, since: float, timeout: float,
+def wait_recovered(inst: Instance, streams: list[str], token: str, replicas: int | None, since: float, timeout: float,
                    settled: Callable[[], str] = lambda: "",
                    exclude_nodes: Callable[[], frozenset[str]] = frozenset) -> Recovery:
     """Poll until `settled()` says "" (the fault has played out) and a sweep passes. Resolution ~ one sweep."""
