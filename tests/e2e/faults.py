@@ -11,6 +11,8 @@ viewers saw.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import threading
 import time
@@ -25,6 +27,9 @@ from tests.e2e.viewers import Recovery, Viewers, lost_streams, outage, wait_reco
 
 STREAMS = ["live/cam1", "event/stage-2", "news/desk_3"]
 RECOVERY_TIMEOUT = 180.0
+# Node loss: 50 s until the node is NotReady, then the tolerations (10 s origin / 30 s edges with the role's
+# defaults; 300 s with Kubernetes' defaults, which this timeout still measures).
+NODE_RECOVERY_TIMEOUT = 420.0
 
 
 class Section:
@@ -69,7 +74,7 @@ class Section:
 
     def fault(self, step: str, expected: str, replicas: int, act: Callable[[], str],
               settled: Callable[[float], str], exclude: Callable[[], frozenset[str]] = frozenset,
-              after: Callable[[], str] = lambda: "") -> None:
+              after: Callable[[], str] = lambda: "", timeout: float = RECOVERY_TIMEOUT) -> None:
         """Viewers on; baseline; act(); wait until settled and every stream plays from every replica."""
         base = self.baseline(replicas)
         viewers = Viewers(self.t.lab, STREAMS)
@@ -80,12 +85,17 @@ class Section:
         since = time.monotonic()
         ingest = OriginWatch(self.inst)
         what = act()
-        rec = wait_recovered(self.inst, STREAMS, self.t.lab.play_token, None, since, RECOVERY_TIMEOUT,
+        rec = wait_recovered(self.inst, STREAMS, self.t.lab.play_token, None, since, timeout,
                              settled=lambda: settled(since), exclude_nodes=exclude)
         time.sleep(5)  # viewers that reconnect get the chance to show it
         end = viewers.finish()
         ingest_gap = ingest.finish()
         extra = after()
+        timeline = {"since": since, "end": end, "viewers": [
+            {"kind": kind, "stream": w.stream, "gaps": w.gaps, "recoveries": w.recoveries, "errors": w.errors[-20:]}
+            for kind, ws in (("flv", viewers.flv), ("rtmp", viewers.rtmp)) for w in ws]}
+        slug = "".join(c if c.isalnum() else "-" for c in step.split(" (")[0])[:60]
+        (self.t.logs / f"{slug}.json").write_text(json.dumps(timeline, indent=1), encoding="utf-8")
         flv = outage(viewers.flv, since, end)
         rtmp = outage(viewers.rtmp, since, end)
         lost = lost_streams(STREAMS, rec.failures) if rec.seconds is None else []
@@ -268,12 +278,12 @@ def step_config_restart(sec: Section) -> None:
 # ----------------------------------------------------------------------------------------------- 7d
 
 
-def l2_node(inst: Any, service: str) -> str:
+def l2_node(inst: Any, service: str, namespace: str = "") -> str:
     """The node MetalLB (layer 2) announces a Service's IP from (ServiceL2Status), "" if none."""
     co = client.CustomObjectsApi(inst.api)
     found: Any = co.list_namespaced_custom_object(
         "metallb.io", "v1beta1", "metallb-system", "servicel2statuses",
-        label_selector=f"metallb.io/service-name={service},metallb.io/service-namespace={inst.ns}")
+        label_selector=f"metallb.io/service-name={service},metallb.io/service-namespace={namespace or inst.ns}")
     items = found["items"]
     return str(items[0]["status"]["node"]) if items else ""
 
@@ -299,8 +309,10 @@ def step_node_stop(sec: Section) -> None:
     hosting: dict[str, int] = {}
     for p in pods:
         hosting[p.spec.node_name] = hosting.get(p.spec.node_name, 0) + 1
-    rtmp_svc, ingest_svc = inst.name("rtmp"), inst.name("ingest")
-    before = {"rtmp": l2_node(inst, rtmp_svc), "ingest": l2_node(inst, ingest_svc)}
+    # Services whose LoadBalancer IP viewers and publishers use: (name, namespace). The ingress is Traefik's.
+    lbs = {"rtmp": (inst.name("rtmp"), inst.ns), "ingest": (inst.name("ingest"), inst.ns),
+           "ingress": ("traefik", "traefik")}
+    before = {key: l2_node(inst, *svc) for key, svc in lbs.items()}
     node = pick_node(agents, before["rtmp"], hosting)
     if not node:
         sec.report.add("7d stop a node", "an agent node hosting xiu", f"none found: {hosting}", 0, False)
@@ -309,6 +321,11 @@ def step_node_stop(sec: Section) -> None:
     moved: dict[str, str] = {}
     origin_node = next((p.spec.node_name for p in pods if p.metadata.labels.get("app.kubernetes.io/component")
                         == "origin"), "")
+    if os.environ.get("E2E_NODE_FAULT") == "plan":
+        sec.report.add("7d stop a node: plan only (E2E_NODE_FAULT=plan)", "a node to stop",
+                       f"would stop {node}: xiu pods per node {hosting}, origin on {origin_node}, LoadBalancer IPs "
+                       f"announced from {before}", 0, True)
+        return
     done = threading.Event()
 
     def monitor(since: float) -> None:
@@ -318,8 +335,8 @@ def step_node_stop(sec: Section) -> None:
             try:
                 if "not_ready" not in marks and not node_ready(inst, node):
                     marks["not_ready"] = now
-                for key, svc in (("rtmp", rtmp_svc), ("ingest", ingest_svc)):
-                    where = l2_node(inst, svc)
+                for key, svc in lbs.items():
+                    where = l2_node(inst, *svc)
                     if before[key] == node and where and where != node and key not in moved:
                         marks[f"{key}_moved"], moved[key] = now, where
             except Exception:  # noqa: BLE001 - the API server may hiccup; sample again
@@ -331,7 +348,8 @@ def step_node_stop(sec: Section) -> None:
         subprocess.run(["docker", "stop", node], check=True, capture_output=True, timeout=120)
         threading.Thread(target=monitor, args=(since,), daemon=True).start()
         return (f"docker stop {node} (took {time.monotonic() - since:.0f}s; announced the viewer IP: "
-                f"{before['rtmp'] == node}, the ingest IP: {before['ingest'] == node}; origin there: "
+                f"{before['rtmp'] == node}, the ingest IP: {before['ingest'] == node}, the ingress IP: "
+                f"{before['ingress'] == node}; origin there: "
                 f"{origin_node == node}; xiu pods there: {hosting[node]})")
 
     def settled(since: float) -> str:
@@ -348,16 +366,16 @@ def step_node_stop(sec: Section) -> None:
         def at(key: str) -> str:
             return f"{marks[key]:.0f}s" if key in marks else "never"
 
-        return (f"node NotReady after {at('not_ready')}; viewer IP announced by {before['rtmp']} before, moved to "
-                f"{moved.get('rtmp', '-')} after {at('rtmp_moved')}; ingest IP by {before['ingest']} before, moved to "
-                f"{moved.get('ingest', '-')} after {at('ingest_moved')}; a ready origin off the node after "
-                f"{at('origin_ok')}")
+        ips = "; ".join(f"{key} IP announced by {before[key]}" + (f", moved to {moved.get(key, '-')} after "
+                                                                  f"{at(key + '_moved')}" if before[key] == node else "")
+                        for key in lbs)
+        return f"node NotReady after {at('not_ready')}; {ips}; a ready origin off the node after {at('origin_ok')}"
 
     try:
         sec.fault(f"7d stop node container {node} (E2E_NODE_FAULT=1)",
                   "the LoadBalancer IP moves to another node; pods there are replaced; every stream plays from every "
                   "replica again; 0 streams lost", replicas, act, settled,
-                  exclude=lambda: frozenset({node}), after=after)
+                  exclude=lambda: frozenset({node}), after=after, timeout=NODE_RECOVERY_TIMEOUT)
     finally:
         started = time.monotonic()
         subprocess.run(["docker", "start", node], check=False, capture_output=True, timeout=120)

@@ -4,7 +4,7 @@ Called by tests/e2e/run.py after its own steps (``make e2e``), or alone with ``-
 
     7a kill a viewer pod          7e bad input changes nothing   7g access (tokens, ports, NetworkPolicy)
     7b kill the ingest pod        7f hostile requests            7h --check of every playbook
-    7c restart by config change   7d stop a node (E2E_NODE_FAULT=1 only)
+    7c restart by config change   7d stop a node (E2E_NODE_FAULT=1 only; =plan: only say which)
 
 Run alone, the steps publish their own three streams. The installation under test is the lab's, unless the
 E2E_XIU_* variables (tests/e2e/target.py) point them at another one.
@@ -55,7 +55,7 @@ def alone(only: set[str]) -> bool:
 
 
 def selected(step: str, want: Callable[[str], bool]) -> bool:
-    if step == "7d" and os.environ.get("E2E_NODE_FAULT") != "1":
+    if step == "7d" and os.environ.get("E2E_NODE_FAULT") not in ("1", "plan"):
         return False
     return want(step) or want("7")
 
@@ -81,5 +81,5 @@ def run(endpoints: Path, ctx: Ctx, want: Callable[[str], bool]) -> None:
                     ctx.report.add(f"{step} {fn.__name__}", "no error", f"{type(exc).__name__}: {exc}", 0, False)
     finally:
         sec.stop()
-    if os.environ.get("E2E_NODE_FAULT") != "1" and want("7d"):
+    if os.environ.get("E2E_NODE_FAULT") not in ("1", "plan") and want("7d"):
         ctx.report.add("7d stop a node", "skipped unless E2E_NODE_FAULT=1", "skipped", 0, True)
