@@ -78,6 +78,8 @@ def test_snapshot_diff_uses_generation_when_present() -> None:
                            "ConfigMap/d": ("14", None)}
     assert ops.diff(before, after) == ["ConfigMap/d", "Secret/c"]
     assert ops.compared(before) == "3 objects (1 by generation, 2 by resourceVersion)"
+    assert ops.compared({"HorizontalPodAutoscaler/e": ("spec:ab", None)}) == "1 objects (0 by generation, 0 by " \
+        "resourceVersion, 1 by spec)"
 
 
 def test_pick_node_prefers_the_announcing_node_with_xiu_pods() -> None:
