@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tests.e2e import media
+from tests.e2e import issue7, media
 from tests.e2e.cluster import ROOT, Cluster, run_playbook
 from tests.e2e.report import Report
 
@@ -446,6 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     def want(n: str) -> bool:
         return not only or n in only
 
+    if issue7.alone(only):  # only issue-7 steps: none of the publish/scale steps above
+        try:
+            issue7.run(args.endpoints, ctx, want)
+        finally:
+            ctx.report.write(args.out)
+        return 0 if ctx.report.ok else 1
     try:
         step_publish(ctx)
         for replicas in (1, 3, 2):
@@ -462,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             step_hpa(ctx, 2)
         if want("6"):
             step_site_keeps_count(ctx, 2)
+        issue7.run(args.endpoints, ctx, want)
     except Exception as exc:  # noqa: BLE001 - the report must say where it stopped
         ctx.report.add("unexpected error", "no error", f"{type(exc).__name__}: {exc}", 0, False)
         raise

@@ -65,6 +65,8 @@ CASES: dict[str, Case] = {
     "unknown ingress controller": Case("xiu.yml", {"xiu_ingress_controller": "haproxy"}, "xiu_ingress_controller"),
     "unknown traffic policy": Case("xiu.yml", {"xiu_external_traffic_policy": "Random"},
                                    "xiu_external_traffic_policy"),
+    "node-failure toleration negative": Case("xiu.yml", {"xiu_origin_node_failure_toleration_seconds": -5},
+                                             "must be whole"),
     "scale replicas missing": Case("scale.yml", {}, "scale.yml needs -e replicas=N"),
     "scale replicas negative": Case("scale.yml", {"replicas": "-1"}, "scale.yml needs -e replicas=N"),
     "scale replicas zero": Case("scale.yml", {"replicas": "0"}, "scale.yml needs -e replicas=N"),
