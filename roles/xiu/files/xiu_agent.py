@@ -499,10 +499,6 @@ def main(env: Mapping[str, str]) -> int:
         return 2
     # `kill -USR1 <pid>` prints every thread's stack to the container log: what a stuck agent is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    # The kubelet stops a container with SIGTERM. As PID 1 without a handler the agent would ignore it, and
-    # every pod stop (rollout, scale-down, eviction) would last the whole grace period: measured 30 s, during
-    # which the singleton origin's replacement (Recreate) cannot start. Treat it like Ctrl-C: stop at once.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     origin = XiuApi(settings.origin_api) if settings.tier == "edge" else None
     agent = Agent(settings, XiuApi(settings.local_api), origin)
     server = ThreadingHTTPServer(("0.0.0.0", settings.listen_port), make_handler(agent))
@@ -510,8 +506,9 @@ def main(env: Mapping[str, str]) -> int:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log("xiu-agent started", tier=settings.tier, port=settings.listen_port, origin=settings.origin_api)
     stop = threading.Event()
-    # PID 1 of its container: without a handler the kernel drops SIGTERM, and every pod deletion would wait
-    # the whole termination grace period for SIGKILL.
+    # The kubelet stops a container with SIGTERM. As PID 1 without a handler the agent would ignore it, and
+    # every pod stop (rollout, scale-down, eviction) would last the whole grace period: measured 30 s, during
+    # which the singleton origin's replacement (Recreate) cannot start.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     try:
         agent.run_forever(stop)
