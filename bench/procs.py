@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -200,6 +201,43 @@ def publish(clip: Path, url: str, seconds: int, log: Path) -> subprocess.Popen[b
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
          "-c", "copy", "-t", str(seconds), "-f", "flv", url],
         stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+class Publishers:
+    """Keeps every publisher running until `until` (monotonic): ffmpeg exits on the first network error, and a
+    shared lab has other people's tests in it. Every restart is recorded (a restart is an event to explain)."""
+
+    def __init__(self, clip: Path, until: float, log_dir: Path) -> None:
+        self.clip = clip
+        self.until = until
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def add(self, name: str, url: str) -> None:
+        self.procs[url] = publish(self.clip, url, int(self.until - time.monotonic()) + 1,
+                                  self.log_dir / f"publish-{name}.log")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0) and time.monotonic() < self.until:
+            for url, proc in list(self.procs.items()):
+                if proc.poll() is not None:
+                    self.restarts.append({"url": url.split("?")[0], "at": time.strftime("%H:%M:%S"),
+                                          "rc": proc.returncode})
+                    self.procs[url] = publish(self.clip, url, int(self.until - time.monotonic()) + 1,
+                                              self.log_dir / "publish-restarts.log")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for proc in self.procs.values():
+            stop(proc, signal.SIGTERM)
 
 
 def proc_cpu_seconds(pids: list[int]) -> float:

@@ -13,6 +13,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,15 +34,15 @@ def env_list(name: str, default: str) -> list[int]:
 
 @dataclass
 class Config:
-    steps: list[int] = field(default_factory=lambda: env_list("BENCH_STEPS", "100,300,600,1000,1500"))
-    scaling_steps: list[int] = field(default_factory=lambda: env_list("BENCH_SCALING_STEPS", "300,600,1000,1500"))
+    steps: list[int] = field(default_factory=lambda: env_list("BENCH_STEPS", "100,300,600,900,1200"))
+    scaling_steps: list[int] = field(default_factory=lambda: env_list("BENCH_SCALING_STEPS", "300,600,900,1200,1500"))
     repeats: int = int(os.environ.get("BENCH_REPEATS", "3"))
     ramp_s: float = float(os.environ.get("BENCH_RAMP_S", "2"))
     warmup_s: float = float(os.environ.get("BENCH_WARMUP_S", "3"))
     window_s: float = float(os.environ.get("BENCH_WINDOW_S", "8"))
     publishers: int = int(os.environ.get("BENCH_PUBLISHERS", "3"))
     ttfp_repeats: int = int(os.environ.get("BENCH_TTFP_REPEATS", "3"))
-    hpa_players: int = int(os.environ.get("BENCH_HPA_PLAYERS", "400"))
+    hpa_players: int = int(os.environ.get("BENCH_HPA_PLAYERS", "600"))
     hpa_timeout_s: float = float(os.environ.get("BENCH_HPA_TIMEOUT_S", "180"))
     max_minutes: float = float(os.environ.get("BENCH_MAX_MINUTES", "60"))
     stages: list[str] = field(default_factory=lambda: os.environ.get(
@@ -101,13 +102,14 @@ class Bench:
         self.workdir = workdir
         self.threshold = Threshold()
         self.results: dict[str, Any] = {"skipped": {}, "errors": []}
-        self.publishers: list[subprocess.Popen[bytes]] = []
+        self.publishers: procs.Publishers | None = None
         self.streams = [f"live/bench{i}" for i in range(cfg.publishers)]
         self.clip = procs.ensure_clip()
         self.client = procs.loadclient_binary()
         self.targets: dict[str, Target] = {}
         self.instance: Instance | None = None
         self.lab: Lab | None = None
+        self.replicas = 1  # edge replicas the lab instance should have now
 
     # ------------------------------------------------------------------ setup
 
@@ -161,12 +163,12 @@ class Bench:
             self.instance.delete()
 
     def publish_all(self, seconds: int) -> None:
+        self.publishers = procs.Publishers(self.clip, time.monotonic() + seconds, self.workdir)
+        self.stack.callback(self.publishers.stop)
         for target in self.targets.values():
             for stream in self.streams:
-                proc = procs.publish(self.clip, target.publish_url(stream), seconds,
-                                     self.workdir / f"publish-{target.name}.log")
-                self.publishers.append(proc)
-                self.stack.callback(procs.stop, proc, 15)
+                self.publishers.add(target.name, target.publish_url(stream))
+        self.publishers.start()
         time.sleep(6)
         if self.instance is not None:
             waited = self.instance.wait_edges(1, self.streams, 60)
@@ -186,6 +188,10 @@ class Bench:
         target = self.targets[name]
         urls = [target.play_url[proto](s) for s in self.streams]
         cfg = self.cfg
+        settle = None
+        if target.where == "lab" and self.instance is not None:
+            # An overloaded edge can lose its relays (the agent pulls them again): start from a full edge.
+            settle = self.instance.wait_edges(self.replicas, self.streams, 90)
         run = procs.run_load(self.client, urls, players, cfg.ramp_s, cfg.warmup_s, cfg.window_s, target.pids,
                              target.client_args if target.where == "lab" else [])
         s = run.summary
@@ -199,7 +205,7 @@ class Bench:
                 "machine_busy_cores": run.machine_busy_cores, "client_cpu_s": run.client_cpu_s,
                 "cpu_per_player_millicores": cpu_per_player_millicores(run.server_cpu_cores, idle, players),
                 "frames_ratio": s["frames_ratio"], "lag_max_s": s["lag_max_s"], "kbps": s["kbps"],
-                "errors": s["errors"], "connected": s["connected"]}
+                "errors": s["errors"], "connected": s["connected"], "settle_s": settle}
 
     def idle_cpu(self) -> None:
         idle: dict[str, float] = {}
@@ -320,6 +326,7 @@ class Bench:
             f"{ops['scale_1_to_3_until_every_replica_serves_every_stream_s']}s")
         runs: list[dict[str, Any]] = []
         for replicas in (3, 2):
+            self.replicas = replicas
             if replicas == 2:
                 ops["scale_yml_3_to_2"] = inst.playbook("scale.yml", "scale-2", replicas=2, xiu_hpa_enabled=False)
                 inst.wait_edges(2, self.streams, 300)
@@ -345,6 +352,7 @@ class Bench:
         inst = self.instance
         assert inst is not None
         ops = self.results.setdefault("ops", {})
+        self.replicas = 1
         inst.playbook("scale.yml", "scale-1", replicas=1, xiu_hpa_enabled=False)
         inst.wait_edges(1, self.streams, 300)
         ops["xiu_yml_enable_hpa"] = inst.playbook("xiu.yml", "xiu-hpa", xiu_hpa_enabled=True)
@@ -399,6 +407,10 @@ class Bench:
 
 
 def main() -> int:
+    # Started in the background, a shell leaves SIGINT ignored; TERM and INT both end the run with cleanup
+    # (servers and publishers stopped, the lab namespace deleted).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cfg = Config()
     out_dir = Path(os.environ.get("BENCH_RESULTS", procs.REPO / "bench" / "results"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -432,6 +444,7 @@ def main() -> int:
             log(f"ERROR {error}")
         finally:
             bench.results["elapsed_s"] = round(time.monotonic() - started, 1)
+            bench.results["publisher_restarts"] = bench.publishers.restarts if bench.publishers else []
             path = out_dir / f"{date}.json"
             path.write_text(json.dumps(bench.results, indent=1, sort_keys=True, default=str) + "\n")
             log(f"wrote {path}")

@@ -343,6 +343,7 @@ func load(o *options) map[string]any {
 		"lag_max_s":      map[string]float64{"p50": percentile(lags, 0.5), "p95": percentile(lags, 0.95), "max": percentile(lags, 1)},
 		"kbps":           map[string]float64{"p5": percentile(kbps, 0.05), "p50": percentile(kbps, 0.5)},
 		"elapsed_s":      time.Since(start).Seconds(),
+		"client_cpu_s":   selfCPU(),
 		"player_results": results,
 	}
 }
