@@ -56,6 +56,15 @@ class Lab:
         mask = (0xFFFFFFFF << (32 - int(bits))) & 0xFFFFFFFF
         return (num(ip) & mask) == (num(base) & mask)
 
+    def node_trouble(self) -> list[str]:
+        """Taints that keep pods off the nodes (disk or memory pressure, unschedulable, not ready)."""
+        try:
+            nodes = json.loads(self.kubectl("get", "nodes", "-o", "json", timeout=30))
+        except (RuntimeError, ValueError, subprocess.SubprocessError) as error:
+            return [f"API not answering: {error}"]
+        return sorted({f"{n['metadata']['name']}: {t['key']}" for n in nodes["items"]
+                       for t in n["spec"].get("taints", []) if t["key"] != "node-role.kubernetes.io/control-plane"})
+
     def kubectl(self, *args: str, timeout: float = 60, check: bool = True) -> str:
         proc = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], capture_output=True,
                               text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
@@ -187,6 +196,24 @@ class Instance:
                     return time.monotonic() - start
             time.sleep(1)
         return None
+
+    def health(self, timeout: float) -> str:
+        """Empty when the edges are Ready within timeout, else why not (node taints included: a shared lab
+        can be under disk pressure, which evicts every pod and keeps new ones Pending)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pods = self.edge_pods()
+            if pods and all(p["ready"] for p in pods):
+                return ""
+            time.sleep(3)
+        nodes = json.loads(self.lab.kubectl("get", "nodes", "-o", "json", check=False) or '{"items": []}')
+        taints = sorted({t["key"] for n in nodes["items"] for t in n["spec"].get("taints", [])
+                         if t["key"] != "node-role.kubernetes.io/control-plane"})
+        events = self.lab.kubectl("-n", self.namespace, "get", "events", "--field-selector", "type=Warning",
+                                  "-o", "jsonpath={.items[-1:].message}", check=False).strip()
+        return (f"edge pods of {self.namespace} not Ready after {timeout:.0f}s"
+                + (f"; node taints: {', '.join(taints)}" if taints else "")
+                + (f"; last warning: {events[:240]}" if events else ""))
 
     def hpa(self) -> dict[str, Any]:
         out = self.lab.kubectl("-n", self.namespace, "get", "hpa", f"{self.namespace}-edge", "-o", "json",

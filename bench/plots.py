@@ -50,8 +50,10 @@ def main(path: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for label, mine in sorted(series.items()):
+        # No point for a run whose server restarted inside the window (negative or missing CPU delta).
         pts = sorted((int(r["step"]), float(r["cpu_per_player_millicores"]["total"])) for r in mine
-                     if r.get("cpu_per_player_millicores", {}).get("total") is not None)
+                     if (r.get("cpu_per_player_millicores") or {}).get("total") is not None
+                     and float(r["cpu_per_player_millicores"]["total"]) >= 0)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", linestyle="", label=label)
     ax.set_xscale("log")

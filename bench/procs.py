@@ -213,6 +213,7 @@ class Publishers:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: list[dict[str, Any]] = []
+        self.restart_count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -227,8 +228,10 @@ class Publishers:
         while not self._stop.wait(1.0) and time.monotonic() < self.until:
             for url, proc in list(self.procs.items()):
                 if proc.poll() is not None:
-                    self.restarts.append({"url": url.split("?")[0], "at": time.strftime("%H:%M:%S"),
-                                          "rc": proc.returncode})
+                    self.restart_count += 1
+                    if len(self.restarts) < 30:  # the first ones say when and where; the count says how often
+                        self.restarts.append({"url": url.split("?")[0], "at": time.strftime("%H:%M:%S"),
+                                              "rc": proc.returncode})
                     self.procs[url] = publish(self.clip, url, int(self.until - time.monotonic()) + 1,
                                               self.log_dir / "publish-restarts.log")
 
@@ -240,16 +243,21 @@ class Publishers:
             stop(proc, signal.SIGTERM)
 
 
-def proc_cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of every thread of these processes (host /proc; pods' processes are visible too)."""
-    total = 0
+def proc_cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(user, system) seconds of every thread of these processes (host /proc; pods' processes too)."""
+    user = system = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / CLK_TCK
+        user += int(fields[11])  # utime (field 14 of stat)
+        system += int(fields[12])  # stime (field 15)
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def proc_cpu_seconds(pids: list[int]) -> float:
+    return sum(proc_cpu_times(pids))
 
 
 def system_cpu_seconds() -> float:
@@ -263,7 +271,8 @@ def system_cpu_seconds() -> float:
 @dataclass
 class LoadRun:
     summary: dict[str, Any]
-    server_cpu_cores: float
+    server_cpu_cores: float | None  # None: the server process changed during the window (restart, eviction)
+    server_system_share: float | None  # kernel (network stack) part of the server's CPU
     client_cpu_s: float
     machine_busy_cores: float
 
@@ -281,9 +290,11 @@ def run_load(binary: Path, urls: list[str], players: int, ramp: float, warmup: f
     start = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     time.sleep(max(0.0, start + ramp + warmup - time.monotonic()))
-    c0, m0, t0 = proc_cpu_seconds(pids), system_cpu_seconds(), time.monotonic()
+    (u0, s0), m0, t0 = proc_cpu_times(pids), system_cpu_seconds(), time.monotonic()
     time.sleep(max(0.0, start + ramp + warmup + window - time.monotonic()))
-    c1, m1, t1 = proc_cpu_seconds(pids), system_cpu_seconds(), time.monotonic()
+    (u1, s1), m1, t1 = proc_cpu_times(pids), system_cpu_seconds(), time.monotonic()
+    busy = (u1 - u0) + (s1 - s0)
+    restarted = sorted(cpu_pids()) != sorted(pids) or busy < 0
     try:
         out, err = proc.communicate(timeout=ramp + warmup + window + 30)
     except subprocess.TimeoutExpired:
@@ -293,7 +304,10 @@ def run_load(binary: Path, urls: list[str], players: int, ramp: float, warmup: f
         raise RuntimeError(f"loadclient failed ({proc.returncode}): {err.decode()[-500:]}")
     summary: dict[str, Any] = json.loads(out)
     client_cpu = float(summary.get("client_cpu_s", 0.0))
-    return LoadRun(summary, (c1 - c0) / (t1 - t0), client_cpu, (m1 - m0) / (t1 - t0))
+    if restarted:
+        return LoadRun(summary, None, None, client_cpu, (m1 - m0) / (t1 - t0))
+    return LoadRun(summary, busy / (t1 - t0), (s1 - s0) / busy if busy > 0 else None, client_cpu,
+                   (m1 - m0) / (t1 - t0))
 
 
 def run_ttfp(binary: Path, url: str, t0_ms: int, timeout: float, extra: list[str] | None = None) -> dict[str, Any]:

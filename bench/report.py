@@ -36,13 +36,13 @@ def markdown(results: dict[str, Any], date: str) -> str:
                   f"the window and lag behind live < {th.get('max_lag_s')} s; a step passes with >= "
                   f"{th.get('min_ok_share', 0) * 100:.0f}% OK players. Max players: median over repeats (min-max).",
                   "", "| target / protocol | max players | capped by ramp | server CPU at max (cores) | "
-                  "CPU per player, total (millicores) | CPU per player, above idle |",
-                  "|---|---|---|---|---|---|"]
+                  "CPU per player, total (millicores) | CPU per player, above idle | kernel share of server CPU |",
+                  "|---|---|---|---|---|---|---|"]
         for key, s in cap.get("summary", {}).items():
             cpp = s.get("cpu_per_player_millicores_at_max", {})
             lines.append(f"| {key} | {med_range(s.get('max_players'), 0)} | {'yes' if s.get('capped_by_ramp') else 'no'}"
                          f" | {med_range(s.get('server_cpu_cores_at_max'), 2)} | {med_range(cpp.get('total'), 2)} | "
-                         f"{med_range(cpp.get('marginal'), 2)} |")
+                         f"{med_range(cpp.get('marginal'), 2)} | {med_range(s.get('server_system_share_at_max'), 2)} |")
         for proto, r in cap.get("ratio_public_direct", {}).items():
             lines.append("")
             lines.append(f"Ratio public path / direct ({proto}): {fmt(r.get('median_of_max'), 2)}"
@@ -84,6 +84,19 @@ def markdown(results: dict[str, Any], date: str) -> str:
                 text = fmt(value)
             lines.append(f"| {key} | {text} |")
         lines.append("")
+    for i, inv in enumerate(results.get("invocations") or []):
+        lines += [f"Earlier invocation {i + 1} merged into this file: started {inv.get('started')}, stages "
+                  f"{', '.join(inv.get('stages_run') or ['not recorded'])}, {inv.get('elapsed_s')} s."]
+        lines += [f"- skipped {k}: {v}" for k, v in (inv.get("skipped") or {}).items()]
+        lines += [f"- error: {e}" for e in inv.get("errors") or []]
+        restarts = inv.get("publisher_restarts") or {}
+        if restarts.get("count"):
+            lines.append(f"- publisher restarts: {restarts['count']} (first at {restarts['first'][0].get('at')}, "
+                         f"{restarts['first'][0].get('url')})")
+        lines.append("")
+    restarts = results.get("publisher_restarts") or {}
+    if isinstance(restarts, dict) and restarts.get("count"):
+        lines += [f"Publisher restarts in this invocation: {restarts['count']}.", ""]
     if results.get("skipped") or results.get("errors"):
         lines += ["## Skipped and errors", ""]
         lines += [f"- skipped {k}: {v}" for k, v in results.get("skipped", {}).items()]

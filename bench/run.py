@@ -35,7 +35,7 @@ def env_list(name: str, default: str) -> list[int]:
 @dataclass
 class Config:
     steps: list[int] = field(default_factory=lambda: env_list("BENCH_STEPS", "100,300,600,900,1200"))
-    scaling_steps: list[int] = field(default_factory=lambda: env_list("BENCH_SCALING_STEPS", "300,600,900,1200,1500"))
+    scaling_steps: list[int] = field(default_factory=lambda: env_list("BENCH_SCALING_STEPS", "100,200,300,600,900"))
     repeats: int = int(os.environ.get("BENCH_REPEATS", "3"))
     ramp_s: float = float(os.environ.get("BENCH_RAMP_S", "2"))
     warmup_s: float = float(os.environ.get("BENCH_WARMUP_S", "3"))
@@ -93,6 +93,7 @@ class Target:
     hls_url: Callable[[str], str] | None = None
     hls_ip: str | None = None
     hls_ca: str | None = None
+    capacity: bool = True  # False: a target for time to first playable only
 
 
 class Bench:
@@ -137,18 +138,30 @@ class Bench:
             log(f"lab stages skipped: {reason}")
             return
         self.lab = lab
+        trouble = lab.node_trouble()
+        if trouble:
+            self.results["skipped"]["lab"] = f"lab nodes unusable now ({'; '.join(trouble)})"
+            log(f"lab stages skipped: {self.results['skipped']['lab']}")
+            return
         inst = Instance(lab, self.workdir / "lab",
                         namespace=os.environ.get("BENCH_NAMESPACE", "xiu-bench"),
                         ingest_ip=os.environ.get("BENCH_INGEST_IP", "172.31.250.205"),
                         rtmp_ip=os.environ.get("BENCH_RTMP_IP", "172.31.250.206"),
                         domain=os.environ.get("BENCH_DOMAIN", "bench.xiu.lab.test"))
-        self.instance = inst
         if not self.cfg.keep:
-            self.stack.callback(self.delete_instance)
+            self.stack.callback(self.delete_instance, inst)
         ops: dict[str, Any] = self.results.setdefault("ops", {})
         log(f"deploying {inst.namespace} with playbooks/xiu.yml (1 edge, HPA off)")
-        ops["xiu_yml_install"] = inst.playbook("xiu.yml", "xiu-install", xiu_edge_replicas=1, xiu_hpa_enabled=False)
-        ops["xiu_yml_noop"] = inst.playbook("xiu.yml", "xiu-noop", xiu_edge_replicas=1, xiu_hpa_enabled=False)
+        try:
+            ops["xiu_yml_install"] = inst.playbook("xiu.yml", "xiu-install", xiu_edge_replicas=1,
+                                                   xiu_hpa_enabled=False)
+            ops["xiu_yml_noop"] = inst.playbook("xiu.yml", "xiu-noop", xiu_edge_replicas=1, xiu_hpa_enabled=False)
+        except (RuntimeError, subprocess.SubprocessError) as error:
+            reason = inst.health(5)
+            self.results["skipped"]["lab"] = f"deploying {inst.namespace} failed: {error}; {reason}"
+            log(f"lab stages skipped: {self.results['skipped']['lab']}")
+            return
+        self.instance = inst
         log(f"xiu.yml install {ops['xiu_yml_install']['seconds']}s, no-op re-run {ops['xiu_yml_noop']['seconds']}s "
             f"(changed={ops['xiu_yml_noop']['changed']})")
         self.targets["xiu-public"] = Target(
@@ -157,10 +170,22 @@ class Bench:
             hls_url=lambda s: f"https://{inst.hls_host()}/{s}/{s.split('/')[1]}.m3u8?token={inst.play_token}",
             hls_ip=lab.ingress_ip, hls_ca=lab.ca_pem or None)
 
-    def delete_instance(self) -> None:
-        if self.instance is not None:
-            log(f"deleting namespace {self.instance.namespace}")
-            self.instance.delete()
+    def lab_gate(self, stage: str) -> bool:
+        """True if the lab instance is usable; otherwise drop its target and record why the stage skips."""
+        if self.instance is None:
+            return False
+        reason = self.instance.health(90)
+        if not reason:
+            return True
+        self.results["skipped"][f"lab {stage}"] = reason
+        self.targets.pop("xiu-public", None)
+        self.instance = None if stage != "ttfp" else self.instance
+        log(f"lab stage {stage} skipped: {reason}")
+        return False
+
+    def delete_instance(self, inst: Instance) -> None:
+        log(f"deleting namespace {inst.namespace}")
+        inst.delete()
 
     def publish_all(self, seconds: int) -> None:
         self.publishers = procs.Publishers(self.clip, time.monotonic() + seconds, self.workdir)
@@ -179,7 +204,7 @@ class Bench:
     def series(self, only_public: bool = False) -> list[tuple[str, str]]:
         out = []
         for name, target in self.targets.items():
-            if only_public and name != "xiu-public":
+            if (only_public and name != "xiu-public") or not target.capacity:
                 continue
             out += [(name, proto) for proto in target.play_url]
         return out
@@ -202,8 +227,11 @@ class Bench:
         idle = self.results.get("idle_cpu_cores", {}).get(name, 0.0)
         return {"target": name, "protocol": proto, "players": players, "ok": ok,
                 "ok_share": ok / players, "server_cpu_cores": run.server_cpu_cores,
+                "server_system_share": run.server_system_share,
                 "machine_busy_cores": run.machine_busy_cores, "client_cpu_s": run.client_cpu_s,
-                "cpu_per_player_millicores": cpu_per_player_millicores(run.server_cpu_cores, idle, players),
+                "cpu_per_player_millicores": (cpu_per_player_millicores(run.server_cpu_cores, idle, players)
+                                              if run.server_cpu_cores is not None else
+                                              {"total": None, "marginal": None}),
                 "frames_ratio": s["frames_ratio"], "lag_max_s": s["lag_max_s"], "kbps": s["kbps"],
                 "errors": s["errors"], "connected": s["connected"], "settle_s": settle}
 
@@ -240,7 +268,7 @@ class Bench:
                     runs.append(run)
                     step_runs[(name, proto)].append((int(run["ok"]), step))
                     log(f"{label} {name}/{proto} step {step} rep {rep}: ok {run['ok']}/{step}, server CPU "
-                        f"{run.get('server_cpu_cores', 0):.2f} cores, machine {run.get('machine_busy_cores', 0):.2f}")
+                        f"{run.get('server_cpu_cores') or 0:.2f} cores, machine {run.get('machine_busy_cores', 0):.2f}")
                     time.sleep(2)
             active = [s for s in active if ramp.step_verdict(step_runs[s])]
         return runs
@@ -252,12 +280,15 @@ class Bench:
             mine = [r for r in runs if (r["target"], r["protocol"]) == key]
             summary = ramp.summarize(mine)
             top = int(summary["max_players_by_step_median"])
-            at_top = [r for r in mine if r["step"] == top and "cpu_per_player_millicores" in r]
+            at_top = [r for r in mine if r["step"] == top and r.get("server_cpu_cores") is not None
+                      and r["server_cpu_cores"] >= 0]
             summary["cpu_per_player_millicores_at_max"] = {
                 "total": spread([r["cpu_per_player_millicores"]["total"] for r in at_top]),
                 "marginal": spread([r["cpu_per_player_millicores"]["marginal"] for r in at_top]),
             }
             summary["server_cpu_cores_at_max"] = spread([r["server_cpu_cores"] for r in at_top])
+            summary["server_system_share_at_max"] = spread([r["server_system_share"] for r in at_top
+                                                            if r.get("server_system_share") is not None])
             summary["ok_share_by_step"] = {str(s): spread([r["ok_share"] for r in mine if r["step"] == s])
                                            for s in sorted({int(r["step"]) for r in mine})}
             out[f"{key[0]}/{key[1]}"] = summary
@@ -279,7 +310,45 @@ class Bench:
 
     # ------------------------------------------------------------------ time to first playable
 
+    def start_edge_pair(self) -> None:
+        """Origin + edge (with the real xiu-agent) on loopback, from the role's own rendered objects (the
+        integration tests' harness): the viewer tier's path for a new stream, without a cluster."""
+        from tests.integration import xiu_harness as h  # noqa: PLC0415 - only this stage needs ansible
+
+        root = self.workdir / "edge-pair"
+        pub, play = "bench-publish-" + secrets.token_hex(8), "bench-play-" + secrets.token_hex(8)
+        ports = {tier: dict(zip(h.PORT_KEYS, h.free_ports(len(h.PORT_KEYS)), strict=True))
+                 for tier in ("origin", "edge")}
+        base = {"xiu_cluster_domain": "bench.example.test", "xiu_publish_token": pub, "xiu_play_token": play,
+                "xiu_play_auth_enabled": True}
+        jobs = {"origin": h.render(root / "render-origin", h.tier_vars(base, ports["origin"], None)),
+                "edge": h.render(root / "render-edge", h.tier_vars(base, ports["edge"], ports["origin"]))}
+        for tier, job in jobs.items():
+            if job.wait(timeout=300) != 0:
+                raise RuntimeError(f"rendering the {tier} tier failed, see {root / f'render-{tier}' / 'render.log'}")
+        rendered = {tier: h.load_rendered(root / f"render-{tier}") for tier in jobs}
+        origin = h.start_node("origin", root / "origin", rendered["origin"], ports["origin"])
+        self.stack.callback(origin.stop)
+        edge = h.start_node("edge", root / "edge", rendered["edge"], ports["edge"])
+        self.stack.callback(edge.stop)
+        o, e = ports["origin"], ports["edge"]
+
+        def name(s: str) -> str:
+            return s.split("/")[1]
+
+        self.targets["xiu-edge-loopback"] = Target(
+            "xiu-edge-loopback", "loopback", lambda s: f"rtmp://127.0.0.1:{o['rtmp']}/{s}?token={pub}",
+            {"rtmp": lambda s: f"rtmp://127.0.0.1:{e['rtmp']}/{s}?token={play}",
+             "flv": lambda s: f"http://127.0.0.1:{e['httpflv']}/{s}.flv?token={play}"},
+            lambda: [edge.xiu.popen.pid],
+            hls_url=lambda s: f"http://127.0.0.1:{e['hls']}/{s}/{name(s)}.m3u8?token={play}", capacity=False)
+        time.sleep(3)  # the agent's first poll
+
     def ttfp(self) -> None:
+        try:
+            self.start_edge_pair()
+        except (RuntimeError, OSError, AssertionError, ImportError, subprocess.SubprocessError) as error:
+            self.results["skipped"]["xiu-edge-loopback"] = f"origin + edge on loopback not started: {error}"
         samples: list[dict[str, Any]] = []
         nonce = secrets.token_hex(3)
         order = [(name, proto) for name, t in self.targets.items() for proto in [*t.play_url, *(["hls"] if t.hls_url
@@ -421,6 +490,18 @@ def main() -> int:
         workdir = Path(tempfile.mkdtemp(prefix="xiu-bench-"))
         workdir.chmod(0o755)  # nginx-rtmp runs as nobody and reads its config below it
         bench = Bench(cfg, stack, workdir)
+        path = out_dir / f"{date}.json"
+        if os.environ.get("BENCH_MERGE") == "1" and path.exists():
+            # A partial re-run (BENCH_STAGES=...) adds its stages to the day's file and keeps the others.
+            earlier = json.loads(path.read_text())
+            restarts = earlier.pop("publisher_restarts", None)
+            if isinstance(restarts, list):  # older format: every restart
+                restarts = {"count": len(restarts), "first": restarts[:30]}
+            earlier.setdefault("invocations", []).append(
+                {**{k: earlier.get(k) for k in ("started", "elapsed_s", "stages_run", "skipped", "errors")},
+                 "publisher_restarts": restarts})
+            earlier["errors"], earlier["skipped"] = [], {}
+            bench.results = earlier
         bench.results["environment"] = environment(cfg, bench.client)
         bench.results["started"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         log(f"workdir {workdir}; loadclient {bench.client}; clip {bench.clip}")
@@ -432,10 +513,11 @@ def main() -> int:
             if "capacity" in cfg.stages:
                 bench.capacity(deadline)
             if "ttfp" in cfg.stages:
+                bench.lab_gate("ttfp")
                 bench.ttfp()
-            if bench.instance is not None and "scaling" in cfg.stages:
+            if "scaling" in cfg.stages and bench.lab_gate("scaling"):
                 bench.scaling(deadline)
-            if bench.instance is not None and "hpa" in cfg.stages:
+            if "hpa" in cfg.stages and bench.lab_gate("hpa"):
                 bench.hpa()
             if "ops" in cfg.stages:
                 bench.ops_lead_lab()
@@ -444,8 +526,10 @@ def main() -> int:
             log(f"ERROR {error}")
         finally:
             bench.results["elapsed_s"] = round(time.monotonic() - started, 1)
-            bench.results["publisher_restarts"] = bench.publishers.restarts if bench.publishers else []
-            path = out_dir / f"{date}.json"
+            bench.results["stages_run"] = cfg.stages
+            if bench.publishers is not None:
+                bench.results["publisher_restarts"] = {"count": bench.publishers.restart_count,
+                                                       "first": bench.publishers.restarts}
             path.write_text(json.dumps(bench.results, indent=1, sort_keys=True, default=str) + "\n")
             log(f"wrote {path}")
     md = out_dir / f"{date}.md"
