@@ -475,6 +475,13 @@ class Bench:
             log(f"{key}: {ops[key]['seconds']}s rc {proc.returncode}")
 
 
+def remove_media(workdir: Path) -> None:
+    """Logs stay in the workdir for a post-mortem; the HLS segments the local xiu processes cut do not."""
+    for media in list(workdir.glob("**/live")):
+        if media.is_dir():
+            shutil.rmtree(media, ignore_errors=True)
+
+
 def main() -> int:
     # Started in the background, a shell leaves SIGINT ignored; TERM and INT both end the run with cleanup
     # (servers and publishers stopped, the lab namespace deleted).
@@ -489,6 +496,7 @@ def main() -> int:
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="xiu-bench-"))
         workdir.chmod(0o755)  # nginx-rtmp runs as nobody and reads its config below it
+        stack.callback(remove_media, workdir)
         bench = Bench(cfg, stack, workdir)
         path = out_dir / f"{date}.json"
         if os.environ.get("BENCH_MERGE") == "1" and path.exists():
