@@ -45,7 +45,7 @@ export XIU_VERSION
 export XIU_BIN ?= $(XIU_ROOT)/bin/xiu
 export CHECKOV_BIN ?= $(CHECKOV_ROOT)/bin/checkov
 
-# Issues that track the targets which are not there yet.
+# Issue that tracks the bench target (cited in its comment).
 ISSUE_BENCH := 6
 
 # $(call need,TOOL,HINT): stop with a clear message when TOOL is not on PATH.
@@ -244,8 +244,34 @@ lab-tier: venv ## make lab-down + lab + lab-check + e2e + lab-down (part of make
 	$(MAKE) lab-down LAB_KEEP_IMAGE=1; \
 	echo "make lab-tier: $$(( $$(date +%s) - start ))s"; exit $$rc
 
-bench: ## Bounded load test against the lab
-	@echo "make bench: not implemented yet (issue $(ISSUE_BENCH))" >&2; exit 1
+# make bench (issue $(ISSUE_BENCH)): loopback targets always, the lab ones when build/lab/endpoints.json exists
+# (`make lab` first). Knobs (environment, see bench/run.py): BENCH_STEPS, BENCH_REPEATS, BENCH_STAGES
+# (capacity,ttfp,scaling,hpa,ops), BENCH_LAB=0 (loopback only), BENCH_OPS=1 (also time `make lab` warm and a
+# site.yml re-run: they act on the whole lab), BENCH_MAX_MINUTES. Plots need matplotlib: its own venv, keyed
+# by bench/requirements.txt. The Go load client is built into the cache, keyed by its sources.
+BENCH_REQ_HASH := $(shell (sha256sum bench/requirements.txt 2>/dev/null || shasum -a 256 bench/requirements.txt) | cut -c1-12)
+BENCH_VENV := $(CACHE)/bench-venv-$(BENCH_REQ_HASH)
+BENCH_RESULTS ?= $(CURDIR)/bench/results
+GO ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
+export BENCH_RESULTS
+
+bench: venv xiu ## Viewer capacity, time to first play, ops timings: bench/results/<date>.{json,md,png}
+	@$(call need,ffmpeg,Debian: apt-get install ffmpeg)
+	@$(call need,$(GO),Install Go (https://go.dev/dl) or pass GO=/path/to/go.)
+	@if [ ! -e /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light libnginx-mod-rtmp; \
+	  else echo "make bench: nginx-rtmp missing (apt-get install nginx-light libnginx-mod-rtmp); its column is skipped." >&2; fi; \
+	fi
+	@flock "$(CACHE)/venv.lock" sh -c 'test -f "$(BENCH_VENV)/.installed" && exit 0; \
+	  echo "== creating $(BENCH_VENV)"; rm -rf "$(BENCH_VENV)"; \
+	  $(PYTHON) -m venv "$(BENCH_VENV)" && "$(BENCH_VENV)/bin/python" -m pip install --quiet \
+	    --disable-pip-version-check -r bench/requirements.txt && touch "$(BENCH_VENV)/.installed" || { \
+	    rm -rf "$(BENCH_VENV)"; echo "make bench: installing bench/requirements.txt failed" >&2; exit 1; }'
+	cd bench/loadclient && nice $(GO) vet ./... && nice $(GO) test ./...
+	@start=$$(date +%s); rc=0; PATH="$$(dirname $(GO)):$$PATH" python -m bench || rc=$$?; \
+	results="$(BENCH_RESULTS)/$$(date +%F).json"; \
+	if [ -f "$$results" ]; then "$(BENCH_VENV)/bin/python" -m bench.plots "$$results"; fi; \
+	echo "make bench: $$(( $$(date +%s) - start ))s; results in $(BENCH_RESULTS)"; exit $$rc
 
 clean: ## Remove build/ (the cache and the venv stay)
 	rm -rf build

@@ -1,0 +1,3 @@
+module streamops.invalid/xiu-bench/loadclient
+
+go 1.22
