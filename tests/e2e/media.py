@@ -359,6 +359,19 @@ class Watch:
     last_video: float = 0.0
     errors: list[str] = field(default_factory=list)
 
+    def video(self, now: float, reconnected: bool, gap_threshold: float) -> None:
+        """Video arrived at `now`: record the recovery after a reconnection and any gap above the threshold."""
+        if reconnected:
+            self.recoveries.append((self.last_video, now - self.last_video))
+        if now - self.last_video > gap_threshold:
+            self.gaps.append((self.last_video, now - self.last_video))
+        self.last_video = now
+
+    def end(self, now: float, gap_threshold: float) -> None:
+        """The watch stopped: a stall still running at the end counts as a gap."""
+        if now - self.last_video > gap_threshold:
+            self.gaps.append((self.last_video, now - self.last_video))
+
 
 def watch_flv(lab: Lab, watch: Watch, stop: threading.Event, gap_threshold: float = 1.0) -> None:
     """Run until `stop`: read video; on any loss reconnect at once; record gaps longer than gap_threshold."""
@@ -381,17 +394,10 @@ def watch_flv(lab: Lab, watch: Watch, stop: threading.Event, gap_threshold: floa
                 if not chunk:
                     raise ValueError("connection closed")
                 if any(t.kind == 9 for t in parser.feed(chunk)):
-                    now = time.monotonic()
-                    if reconnected:
-                        watch.recoveries.append((watch.last_video, now - watch.last_video))
-                        reconnected = False
-                    if now - watch.last_video > gap_threshold:
-                        watch.gaps.append((watch.last_video, now - watch.last_video))
-                    watch.last_video = now
+                    watch.video(time.monotonic(), reconnected, gap_threshold)
+                    reconnected = False
             conn.close()
         except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
             watch.errors.append(f"{time.monotonic():.1f} {type(exc).__name__}: {exc}")
             time.sleep(0.2)
-    now = time.monotonic()
-    if now - watch.last_video > gap_threshold:
-        watch.gaps.append((watch.last_video, now - watch.last_video))
+    watch.end(time.monotonic(), gap_threshold)

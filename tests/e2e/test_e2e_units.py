@@ -77,3 +77,17 @@ def test_report_fails_on_any_failed_step_and_on_none(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "report.json").read_text())
     assert [s["ok"] for s in data["steps"]] == [True, False] and data["passed"] is False
     assert "y \\| z" in (tmp_path / "report.md").read_text()
+
+
+def test_watch_records_recoveries_and_gaps() -> None:
+    w = media.Watch("live/a", last_video=10.0)
+    w.video(10.5, reconnected=False, gap_threshold=1.0)
+    assert (w.gaps, w.recoveries, w.last_video) == ([], [], 10.5)
+    w.video(13.0, reconnected=True, gap_threshold=1.0)
+    assert w.recoveries == [(10.5, 2.5)] and w.gaps == [(10.5, 2.5)] and w.last_video == 13.0
+    w.video(13.4, reconnected=True, gap_threshold=1.0)  # a quick reconnection: a recovery, not a gap
+    assert w.recoveries[-1][0] == 13.0 and w.recoveries[-1][1] == pytest.approx(0.4) and len(w.gaps) == 1
+    w.end(13.9, gap_threshold=1.0)  # ends within the threshold: nothing added
+    assert len(w.gaps) == 1
+    w.end(20.0, gap_threshold=1.0)
+    assert w.gaps[-1][0] == 13.4 and w.gaps[-1][1] == pytest.approx(6.6)

@@ -87,20 +87,13 @@ def watch_rtmp(url: str, watch: media.Watch, stop: threading.Event, procs: list[
             n = int(line.strip().split("=", 1)[1] or 0)
             if n > frames:
                 frames = n
-                now = time.monotonic()
-                if reconnected:
-                    watch.recoveries.append((watch.last_video, now - watch.last_video))
-                    reconnected = False
-                if now - watch.last_video > gap_threshold:
-                    watch.gaps.append((watch.last_video, now - watch.last_video))
-                watch.last_video = now
+                watch.video(time.monotonic(), reconnected, gap_threshold)
+                reconnected = False
         proc.wait()
         if not stop.is_set():
             watch.errors.append(f"{time.monotonic():.1f} ffmpeg exit {proc.returncode}")
             stop.wait(0.2)
-    now = time.monotonic()
-    if now - watch.last_video > gap_threshold:
-        watch.gaps.append((watch.last_video, now - watch.last_video))
+    watch.end(time.monotonic(), gap_threshold)
 
 
 class Viewers:
