@@ -232,13 +232,16 @@ e2e: venv ## End-to-end scenario on the running lab (molecule -s e2e): build/e2e
 
 # lab-check's second add-on run is skipped here: its second site.yml run covers the add-on plays too.
 LAB_TIER_CHECK := LAB_CHECK_ARGS="-k 'not test_second_addon_run_changes_nothing'"
+# The lab is thrown away afterwards, so lab-tier's e2e also stops a node (step 7d, the last one). 0 skips it.
+LAB_TIER_NODE_FAULT ?= 1
 # The lab stages of `make test`: a fresh lab (any earlier one of the same name is removed first, the node
-# image is kept), its checks, the end-to-end scenario, and the lab removed again whatever happened.
+# image is kept), its checks, the end-to-end scenario with the node fault, and the lab removed again whatever
+# happened.
 lab-tier: venv ## make lab-down + lab + lab-check + e2e + lab-down (part of make test)
 	@$(MAKE) lab-down LAB_KEEP_IMAGE=1
 	@rc=0; start=$$(date +%s); \
 	for step in lab lab-check e2e; do \
-	  t=$$(date +%s); $(MAKE) $$step $(LAB_TIER_CHECK) || { rc=$$?; echo "make lab-tier: make $$step FAILED" >&2; break; }; \
+	  t=$$(date +%s); E2E_NODE_FAULT=$(LAB_TIER_NODE_FAULT) $(MAKE) $$step $(LAB_TIER_CHECK) || { rc=$$?; echo "make lab-tier: make $$step FAILED" >&2; break; }; \
 	  echo "======== lab-tier: make $$step done in $$(( $$(date +%s) - t ))s"; \
 	done; \
 	$(MAKE) lab-down LAB_KEEP_IMAGE=1; \

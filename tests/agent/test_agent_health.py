@@ -109,6 +109,19 @@ def test_dead_pull_client_fails_liveness_and_resets_after_restart(agent_module: 
     assert agent.live() == (True, "ok")
 
 
+def test_agent_kicks_relays_of_an_unreachable_origin(agent_module: ModuleType) -> None:
+    agent, local, origin, _ = make_agent(agent_module)
+    origin.current = {"live/a": s(agent_module, "live/a", "o1")}
+    local.current = {"live/a": s(agent_module, "live/a", "relay1")}
+    agent.poll_once()
+    origin.fail = True
+    for _ in range(agent_module.ORPHAN_POLLS + 1):
+        agent.poll_once()
+    assert local.kicks == ["relay1"]
+    assert agent.status()["origin_reachable"] is False
+    assert agent.live() == (True, "ok")  # the edge itself is fine: no restart
+
+
 def test_stalled_loop_fails_both_checks(agent_module: ModuleType) -> None:
     agent, _, _, clock = make_agent(agent_module)
     agent.poll_once()
@@ -133,17 +146,23 @@ def test_closed_listener_makes_the_pod_unready(agent_module: ModuleType) -> None
 
 class _Recorder(BaseHTTPRequestHandler):
     requests: list[tuple[str, Any]] = []
+    kick_answer = b"ok"
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Recorder.requests.append((self.path, body))
-        self._send({"error_code": 0, "desp": "succ", "data": None})
+        if self.path == "/api/kick_off_client":
+            self._send_raw(_Recorder.kick_answer)  # xiu 0.13.0 answers this call in plain text
+        else:
+            self._send({"error_code": 0, "desp": "succ", "data": None})
 
     def do_GET(self) -> None:  # noqa: N802
         self._send({"error_code": 0, "desp": "succ", "data": {}})
 
     def _send(self, body: Any) -> None:
-        data = json.dumps(body).encode()
+        self._send_raw(json.dumps(body).encode())
+
+    def _send_raw(self, data: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -156,6 +175,7 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture()
 def recorder() -> Iterator[str]:
     _Recorder.requests = []
+    _Recorder.kick_answer = b"ok"
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -176,6 +196,9 @@ def test_api_calls_have_the_shape_xiu_expects(agent_module: ModuleType, recorder
         }),
         ("/api/kick_off_client", {"uuid": "17953214511098"}),
     ]
+    _Recorder.kick_answer = b"error"
+    with pytest.raises(ValueError, match="kick_off_client refused"):
+        api.kick("17953214511098")
 
 
 def test_sigterm_stops_the_agent_at_once() -> None:
@@ -204,3 +227,52 @@ def test_sigterm_stops_the_agent_at_once() -> None:
         assert proc.wait(timeout=5) == 0
     finally:
         proc.kill()
+
+
+def test_resolver_keeps_the_last_answer_when_dns_fails(agent_module: ModuleType) -> None:
+    clock = Clock()
+    answers = {"xiu-origin.xiu.svc": "10.96.0.50"}
+    calls: list[str] = []
+
+    def lookup(host: str) -> str:
+        calls.append(host)
+        if host not in answers:
+            raise OSError("Temporary failure in name resolution")
+        return answers[host]
+
+    resolver = agent_module.Resolver(ttl=30, timeout=1, clock=clock, lookup=lookup)
+    assert resolver.address("xiu-origin.xiu.svc") == "10.96.0.50"
+    clock.now += 10
+    assert resolver.address("xiu-origin.xiu.svc") == "10.96.0.50" and len(calls) == 1  # within the ttl
+    answers.clear()  # cluster DNS is gone
+    clock.now += 60
+    assert resolver.address("xiu-origin.xiu.svc") == "10.96.0.50" and len(calls) == 2
+    assert resolver.address("never-resolved") == "never-resolved"
+
+
+def test_resolver_does_not_wait_for_a_hanging_lookup(agent_module: ModuleType) -> None:
+    import time
+
+    release = threading.Event()
+
+    def lookup(host: str) -> str:
+        if release.is_set():
+            return "10.96.0.50"
+        release.wait(5)
+        return "10.96.0.99"
+
+    resolver = agent_module.Resolver(ttl=0, timeout=0.2, lookup=lookup)
+    release.set()
+    assert resolver.address("o") == "10.96.0.50"
+    release.clear()
+    started = time.monotonic()
+    assert resolver.address("o") == "10.96.0.50"  # the hung lookup is abandoned, the last answer used
+    assert time.monotonic() - started < 1.0
+    release.set()
+
+
+def test_api_urls_use_the_resolved_address(agent_module: ModuleType) -> None:
+    resolver = agent_module.Resolver(lookup=lambda host: "10.96.0.50")
+    api = agent_module.XiuApi("http://xiu-origin.xiu.svc:8000/", resolver=resolver)
+    assert api._url("/api/query_whole_streams") == "http://10.96.0.50:8000/api/query_whole_streams"
+    assert agent_module.XiuApi("http://127.0.0.1:8000")._url("/x") == "http://127.0.0.1:8000/x"

@@ -117,6 +117,47 @@ def test_growing_copy_is_left_alone(agent_module: ModuleType, sync: Any) -> None
         assert sync.plan(origin, local) == []
 
 
+def test_relay_of_a_vanished_origin_is_kicked(agent_module: ModuleType, sync: Any) -> None:
+    # The origin's node is gone: its API does not answer and the local copy receives nothing.
+    local = by_key(stream(agent_module, "live/a", "local1", received=500))
+    for _ in range(agent_module.ORPHAN_POLLS):
+        assert sync.plan_without_origin(local) == []
+    actions = sync.plan_without_origin(local)
+    assert [(type(a).__name__, a.key, a.publisher_id) for a in actions] == [("Kick", "live/a", "local1")]
+    assert actions[0].reason == "origin unreachable and local copy stalled"
+    assert sync.orphaned == {}
+
+
+def test_origin_api_blip_leaves_flowing_copies_alone(agent_module: ModuleType, sync: Any) -> None:
+    # Only the origin's API is slow: media still arrives, so nothing is kicked however long it lasts.
+    for tick in range(1, 20):
+        assert sync.plan_without_origin(by_key(stream(agent_module, "live/a", "l", received=100 * tick))) == []
+    # A stalled poll, then the origin answers again: the count starts over.
+    frozen = by_key(stream(agent_module, "live/a", "l", received=5000))
+    for _ in range(agent_module.ORPHAN_POLLS):
+        assert sync.plan_without_origin(frozen) == []
+    origin = by_key(stream(agent_module, "live/a", "p1", received=10))
+    sync.plan(origin, frozen)
+    for _ in range(agent_module.ORPHAN_POLLS):
+        assert sync.plan_without_origin(frozen) == []
+
+
+def test_after_an_origin_outage_one_failed_round_means_broken(agent_module: ModuleType) -> None:
+    sync = agent_module.EdgeSync(pull_timeout_polls=2, broken_after_rounds=6)
+    sync.plan_without_origin({})  # the origin went away (and may have refused our pull client)
+    origin = by_key(stream(agent_module, "live/a"))
+    sync.plan(origin, {})  # pull requested
+    sync.plan(origin, {})
+    sync.plan(origin, {})  # timed out: no arrival since the outage
+    assert sync.broken and sync.failed_rounds == 6
+    sync.reset()  # xiu restarted
+    assert not sync.suspect and not sync.broken
+    sync.plan(origin, {})
+    sync.plan(origin, {})
+    sync.plan(origin, {})
+    assert sync.failed_rounds == 1 and not sync.broken  # without an outage the usual count applies
+
+
 def test_settings_from_env_validates(agent_module: ModuleType) -> None:
     with pytest.raises(ValueError, match="XIU_AGENT_ORIGIN_API"):
         agent_module.Settings.from_env({"XIU_AGENT_TIER": "edge"})

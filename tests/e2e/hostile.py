@@ -145,7 +145,8 @@ def verdict(sec: Section, viewers: Viewers, restarts: dict[str, int], uids: set[
     same = uids == {p.metadata.uid for p in sec.inst.all_xiu_pods()}
     flv, rtmp = outage(viewers.flv, since, end), outage(viewers.rtmp, since, end)
     added = sum(after.values()) - sum(restarts.get(k, 0) for k in after)
-    ok = added == 0 and same and flv.cut == 0 and rtmp.cut == 0
+    ok = (added == 0 and same and flv.cut == 0 and rtmp.cut == 0
+          and flv.playing_at_end == flv.viewers and rtmp.playing_at_end == rtmp.viewers)
     return ok, (f"xiu container restarts during the step: {added} (now {after}); same pods: {same}; "
                 f"other viewers: {flv.text('FLV')}; {rtmp.text('RTMP')}")
 

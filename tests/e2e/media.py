@@ -358,6 +358,13 @@ class Watch:
     recoveries: list[tuple[float, float]] = field(default_factory=list)
     last_video: float = 0.0
     errors: list[str] = field(default_factory=list)
+    # Video tags (FLV) or frame-counter advances (RTMP) seen. The watchers set last_video to their start time,
+    # so only this tells "playing" from "started and never got a frame".
+    videos: int = 0
+
+    def playing(self, now: float, within: float = 1.0) -> bool:
+        """Video arrived at least once, the last time within `within` seconds of `now`."""
+        return self.videos > 0 and now - self.last_video < within
 
     def video(self, now: float, reconnected: bool, gap_threshold: float) -> None:
         """Video arrived at `now`: record the recovery after a reconnection and any gap above the threshold."""
@@ -366,6 +373,7 @@ class Watch:
         if now - self.last_video > gap_threshold:
             self.gaps.append((self.last_video, now - self.last_video))
         self.last_video = now
+        self.videos += 1
 
     def end(self, now: float, gap_threshold: float) -> None:
         """The watch stopped: a stall still running at the end counts as a gap."""

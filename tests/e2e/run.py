@@ -197,7 +197,7 @@ class Watchers:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             now = time.monotonic()
-            if all(now - w.last_video < 1 and not w.errors for w in self.watches):
+            if all(w.playing(now) and not w.errors for w in self.watches):
                 return True
             time.sleep(0.2)
         return False

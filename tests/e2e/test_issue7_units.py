@@ -19,7 +19,7 @@ def test_overrides_and_playbook_args() -> None:
 
 
 def watch(gaps: list[tuple[float, float]], last: float) -> media.Watch:
-    w = media.Watch("live/a")
+    w = media.Watch("live/a", videos=1)
     w.gaps = gaps
     w.last_video = last
     return w
@@ -39,6 +39,22 @@ def test_outage_counts_gaps_after_the_fault_and_open_gaps() -> None:
     o = viewers.outage([moved], 10.0, 100.0)
     assert (o.cut, o.reconnected, o.longest_recovery) == (0, 1, 0.4)
     assert "1 reconnected (video again within 0.4s)" in o.text("FLV")
+
+
+def test_outage_counts_a_gap_that_began_just_before_the_fault() -> None:
+    # The last frame before the outage arrived 0.3 s before the fault was started.
+    o = viewers.outage([watch([(9.7, 6.0)], 99.9)], since=10.0, end=100.0)
+    assert (o.cut, o.longest) == (1, 6.0)
+
+
+def test_a_viewer_that_never_got_video_is_not_playing() -> None:
+    # The watchers start with last_video = their start time; without a frame that is not "playing".
+    never = media.Watch("live/a", last_video=8.0)
+    assert not never.playing(8.5)
+    o = viewers.outage([never], since=10.0, end=100.0)
+    assert (o.cut, o.longest, o.playing_at_end) == (1, 92.0, 0)
+    never.video(8.6, reconnected=False, gap_threshold=1.0)
+    assert never.playing(9.0) and not never.playing(10.0)
 
 
 def test_lost_streams() -> None:
@@ -82,12 +98,12 @@ def test_snapshot_diff_uses_generation_when_present() -> None:
         "resourceVersion, 1 by spec)"
 
 
-def test_pick_node_prefers_the_announcing_node_with_xiu_pods() -> None:
+def test_pick_node_prefers_the_node_announcing_the_viewer_ip() -> None:
     agents = ["a1", "a2"]
     assert pick_node(agents, "a2", {"a1": 2, "a2": 1}) == "a2"
+    assert pick_node(agents, "a1", {"a2": 3}) == "a1"  # the origin is moved there first
     assert pick_node(agents, "server1", {"a1": 1, "a2": 2}) == "a2"
-    assert pick_node(agents, "a1", {"a2": 3}) == "a2"
-    assert pick_node(agents, "a1", {}) == ""
+    assert pick_node(agents, "server1", {}) == ""
 
 
 def test_issue7_selection(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,12 +40,13 @@ class Outage:
 
 
 def outage(watches: Iterable[media.Watch], since: float, end: float, fresh: float = 3.0) -> Outage:
-    """Longest gap of each viewer that began at/after `since`; a gap still open at `end` counts to `end`."""
+    """Longest gap of each viewer that was still open at `since` or began later; a gap still open at `end` counts
+    to `end`. A gap begins at the last video before it, which is usually just before the fault."""
     ws = list(watches)
     longest: list[float] = []
     for w in ws:
-        gaps = [g for start, g in w.gaps if start >= since]
-        if end - w.last_video > 1.0 and w.last_video >= since - 1.0:
+        gaps = [g for start, g in w.gaps if start + g > since]
+        if end - w.last_video > 1.0:
             gaps.append(end - w.last_video)
         longest.append(max(gaps, default=0.0))
     cut = sorted(g for g in longest if g > 1.0)
@@ -119,7 +120,7 @@ class Viewers:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             now = time.monotonic()
-            if all(now - w.last_video < 1 for w in self.all):
+            if all(w.playing(now) for w in self.all):
                 return True
             time.sleep(0.2)
         return False

@@ -178,6 +178,25 @@ def test_ingress_nginx_render_is_tuned_for_streams(lab_render: Path) -> None:
     assert int(data["proxy-read-timeout"]) >= 3600 and data["proxy-buffering"] == "off"
     assert not any("helm.sh/hook" in (d["metadata"].get("annotations") or {}) for d in docs)
     assert any(d["kind"] == "Certificate" for d in docs), "admission webhook certificate should come from cert-manager"
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert _node_loss_settings(pod) == ("DoNotSchedule", {"node.kubernetes.io/unreachable": 30,
+                                                          "node.kubernetes.io/not-ready": 30})
+
+
+def _node_loss_settings(pod: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """(whenUnsatisfiable of the hostname spread constraint, NoExecute toleration seconds) of a pod spec."""
+    spread = next((c["whenUnsatisfiable"] for c in pod.get("topologySpreadConstraints") or []
+                   if c["topologyKey"] == "kubernetes.io/hostname"), "")
+    waits = {t["key"]: t["tolerationSeconds"] for t in pod.get("tolerations") or [] if t.get("effect") == "NoExecute"}
+    return spread, waits
+
+
+def test_traefik_survives_a_node_loss(lab_render: Path) -> None:
+    docs = _docs(lab_render, "traefik")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert _node_loss_settings(pod) == ("DoNotSchedule", {"node.kubernetes.io/unreachable": 30,
+                                                          "node.kubernetes.io/not-ready": 30})
+    assert any(d["kind"] == "PodDisruptionBudget" for d in docs)
 
 
 # ------------------------------------------------------------------------------------------------------ live lab

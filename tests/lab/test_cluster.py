@@ -158,6 +158,22 @@ def test_coredns_resolves(core: Any, web_pods: tuple[str, dict[str, str]]) -> No
     assert out.strip() in ips, f"http://web/ answered {out!r}"
 
 
+def test_coredns_survives_a_node_loss(api: Any, core: Any) -> None:
+    """The cluster_dns role: replicas on different nodes, evicted 30 s after their node fails, a budget."""
+    from kubernetes import client
+
+    dep = client.AppsV1Api(api).read_namespaced_deployment("coredns", "kube-system")
+    pods = [p for p in core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+            if p.metadata.deletion_timestamp is None and p.status.phase == "Running"]
+    nodes = [p.spec.node_name for p in pods]
+    assert dep.spec.replicas >= 2 and len(nodes) == dep.spec.replicas, nodes
+    assert len(set(nodes)) == len(nodes), f"CoreDNS replicas share a node: {nodes}"
+    waits = {t.key: t.toleration_seconds for t in dep.spec.template.spec.tolerations or [] if t.effect == "NoExecute"}
+    assert waits == {"node.kubernetes.io/unreachable": 30, "node.kubernetes.io/not-ready": 30}, waits
+    pdb = client.PolicyV1Api(api).read_namespaced_pod_disruption_budget("coredns", "kube-system")
+    assert pdb.spec.max_unavailable == 1 and pdb.spec.selector.match_labels == {"k8s-app": "kube-dns"}
+
+
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 

@@ -11,6 +11,9 @@ gaps from outside, with nothing but the xiu HTTP API:
   xiu forwards verbatim to the origin), so viewers find every stream on their first try;
 * a local copy whose origin publisher changed (the publisher reconnected), that stopped receiving while
   the origin still does, or whose stream ended on the origin is kicked off, and pulled again if needed;
+* while the origin's API does not answer (its node is gone, it restarts), a local copy that stopped
+  receiving too is kicked off: a relay of a vanished origin never ends by itself, and its viewers wait on
+  a frozen stream instead of reconnecting;
 * a new edge reports ready only once it holds every stream the origin had when it started, HLS
   playlists included;
 * pulls that never arrive, round after round while other pulls are due, mean xiu's pull client is gone:
@@ -35,6 +38,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +49,10 @@ HTTP_TIMEOUT_SECONDS = 2.0
 # origin's grows, before the local copy is removed. One poll could be a race with a publish in progress.
 GONE_POLLS = 2
 STALL_POLLS = 5
+# Consecutive polls without an answer from the origin's API and without a byte arriving on a local copy
+# before that copy is removed as the relay of a vanished origin. The byte count guards against a blip of
+# the origin's API while its media still flows.
+ORPHAN_POLLS = 3
 # Consecutive failed hub checks after which xiu counts as wedged.
 HUB_FAILURES_FOR_DEAD = 3
 
@@ -121,6 +129,11 @@ class EdgeSync:
     gone: dict[str, int] = field(default_factory=dict)
     stalled: dict[str, int] = field(default_factory=dict)
     last_bytes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # "app/name" -> (received bytes, polls it has not grown) while the origin's API does not answer
+    orphaned: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Set while the origin was unreachable: xiu's pull client dies on the first refused connection, and a
+    # vanishing origin refuses some. Until a pull arrives again, one failed round is proof enough.
+    suspect: bool = False
     failed_rounds: int = 0
     pulls_requested: int = 0
     pulls_arrived: int = 0
@@ -138,9 +151,26 @@ class EdgeSync:
         self.gone.clear()
         self.stalled.clear()
         self.last_bytes.clear()
+        self.orphaned.clear()
+        self.suspect = False
         self.failed_rounds = 0
 
+    def plan_without_origin(self, local: Mapping[str, Stream]) -> list[Action]:
+        """The origin's API did not answer this poll: kick the local copies that stopped receiving too."""
+        self.suspect = True
+        actions: list[Action] = []
+        for key, copy in local.items():
+            seen = self.orphaned.get(key)
+            still = seen[1] + 1 if seen is not None and seen[0] == copy.received_bytes else 0
+            self.orphaned[key] = (copy.received_bytes, still)
+            if still >= ORPHAN_POLLS:
+                actions.append(self._kick(copy, "origin unreachable and local copy stalled"))
+        for key in [k for k in self.orphaned if k not in local]:
+            del self.orphaned[key]
+        return actions
+
     def plan(self, origin: Mapping[str, Stream], local: Mapping[str, Stream]) -> list[Action]:
+        self.orphaned.clear()
         actions: list[Action] = []
         arrived = 0
         timed_out = 0
@@ -187,31 +217,82 @@ class EdgeSync:
         self.pulls_timed_out += timed_out
         if arrived:
             self.failed_rounds = 0
+            self.suspect = False
         elif timed_out:
-            self.failed_rounds += 1
+            self.failed_rounds = self.broken_after_rounds if self.suspect else self.failed_rounds + 1
         return actions
 
     def _kick(self, copy: Stream, reason: str) -> Kick:
-        for table in (self.bound, self.gone, self.stalled, self.last_bytes):
+        for table in (self.bound, self.gone, self.stalled, self.last_bytes, self.orphaned):
             table.pop(copy.key, None)
         self.kicks += 1
         return Kick(copy.key, copy.publisher_id, reason)
 
 
+class Resolver:
+    """Host name -> address, remembering the last answer.
+
+    The origin is a Service name: its ClusterIP never changes while the Service exists, but cluster DNS can
+    be gone exactly when it matters (its pods on a failed node): a lookup then fails or hangs for seconds,
+    and a hung poll loop would fail /livez. So an answer is reused for `ttl` seconds, a lookup may take at
+    most `timeout` seconds (it runs in a thread), and when it fails the last answer is kept."""
+
+    def __init__(self, ttl: float = 30.0, timeout: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 lookup: Callable[[str], str] = socket.gethostbyname) -> None:
+        self.ttl = ttl
+        self.timeout = timeout
+        self.clock = clock
+        self.lookup = lookup
+        self.known: dict[str, tuple[str, float]] = {}
+
+    def address(self, host: str) -> str:
+        known = self.known.get(host)
+        if known is not None and self.clock() - known[1] < self.ttl:
+            return known[0]
+        answer: list[str] = []
+        worker = threading.Thread(target=lambda: answer.append(self._try(host)), daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if answer and answer[0]:
+            self.known[host] = (answer[0], self.clock())
+            return answer[0]
+        if known is not None:
+            return known[0]
+        return host  # never resolved: let the request fail (or resolve) on its own
+
+    def _try(self, host: str) -> str:
+        try:
+            return self.lookup(host)
+        except OSError:
+            return ""
+
+
 class XiuApi:
     """The few calls of xiu's HTTP API the agent needs."""
 
-    def __init__(self, base_url: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> None:
+    def __init__(self, base_url: str, timeout: float = HTTP_TIMEOUT_SECONDS, resolver: Resolver | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.resolver = resolver
 
-    def _request(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    def _url(self, path: str) -> str:
+        if self.resolver is None:
+            return self.base_url + path
+        parts = urllib.parse.urlsplit(self.base_url)
+        host = parts.hostname or ""
+        netloc = self.resolver.address(host) + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")) + path
+
+    def _raw(self, path: str, body: Mapping[str, Any] | None = None) -> bytes:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.base_url + path, data=data, headers={"Content-Type": "application/json"}
+            self._url(path), data=data, headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            return json.loads(response.read() or b"null")
+            return bytes(response.read())
+
+    def _request(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        return json.loads(self._raw(path, body) or b"null")
 
     def streams(self) -> dict[str, Stream]:
         return parse_streams(self._request("/api/query_whole_streams"))
@@ -233,7 +314,11 @@ class XiuApi:
             raise ValueError(f"start_relay_stream refused: {answer!r}")
 
     def kick(self, publisher_id: str) -> None:
-        self._request("/api/kick_off_client", {"uuid": publisher_id})
+        # Unlike the other calls, xiu 0.13.0 answers this one with the plain text "ok" (api.rs), whether or
+        # not the id named a client.
+        answer = self._raw("/api/kick_off_client", {"uuid": publisher_id})
+        if answer.strip() != b"ok":
+            raise ValueError(f"kick_off_client refused: {answer[:200]!r}")
 
 
 def hls_playlist_served(port: int, stream: str, token: str, timeout: float = 1.0) -> bool:
@@ -365,7 +450,9 @@ class Agent:
         except (OSError, ValueError, http.client.HTTPException) as error:
             with self.lock:
                 self.origin_reachable = False
+                actions = self.sync.plan_without_origin(local)
             log("origin API did not answer", error=str(error))
+            self._act(actions)
             self._update_initial_sync(local)
             return
         with self.lock:
@@ -374,6 +461,10 @@ class Agent:
             if self.initial_targets is None:
                 self.initial_targets = set(origin)
             actions = self.sync.plan(origin, local)
+        self._act(actions)
+        self._update_initial_sync(local)
+
+    def _act(self, actions: list[Action]) -> None:
         for action in actions:
             try:
                 if isinstance(action, Pull):
@@ -384,7 +475,6 @@ class Agent:
                     log("local copy removed", stream=action.key, reason=action.reason)
             except (OSError, ValueError, http.client.HTTPException) as error:
                 log("xiu API call failed", action=type(action).__name__, error=str(error))
-        self._update_initial_sync(local)
 
     def _update_initial_sync(self, local: Mapping[str, Stream]) -> None:
         # Only the poll thread writes these two fields, so reading them without the lock is safe here, and
@@ -499,7 +589,7 @@ def main(env: Mapping[str, str]) -> int:
         return 2
     # `kill -USR1 <pid>` prints every thread's stack to the container log: what a stuck agent is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    origin = XiuApi(settings.origin_api) if settings.tier == "edge" else None
+    origin = XiuApi(settings.origin_api, resolver=Resolver()) if settings.tier == "edge" else None
     agent = Agent(settings, XiuApi(settings.local_api), origin)
     server = ThreadingHTTPServer(("0.0.0.0", settings.listen_port), make_handler(agent))
     server.daemon_threads = True
