@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 
@@ -75,7 +77,7 @@ def markdown(results: dict[str, Any], date: str) -> str:
         lines += ["## Operations", "", "| operation | result |", "|---|---|"]
         for key, value in ops.items():
             if isinstance(value, dict) and "seconds" in value:
-                text = f"{value['seconds']} s (changed={value.get('changed')})"
+                text = f"{value['seconds']} s (changed={changed_of(value)})"
             elif isinstance(value, dict) and key == "hpa":
                 text = (f"{value.get('players')} players: HPA wants >1 replica after "
                         f"{fmt(value.get('desired_above_1_after_s'))} s, 2nd replica Ready after "
@@ -103,3 +105,11 @@ def markdown(results: dict[str, Any], date: str) -> str:
         lines += [f"- error: {e}" for e in results.get("errors", [])]
         lines.append("")
     return "\n".join(lines)
+
+
+def changed_of(run: dict[str, Any]) -> Any:
+    """A playbook run's changed count: recorded directly, or summed over the hosts of its PLAY RECAP lines."""
+    if run.get("changed") is not None:
+        return run["changed"]
+    counts = [int(m.group(1)) for line in run.get("recap") or [] if (m := re.search(r"\bchanged=(\d+)", line))]
+    return sum(counts) if counts else None

@@ -58,3 +58,12 @@ def test_markdown_tables() -> None:
     assert "| xiu-public/rtmp | 0.70 (0.60-0.90, n=3) | 0 |" in text
     assert "| xiu_yml_noop | 30.0 s (changed=0) |" in text
     assert "- skipped lab: no lab" in text
+
+
+def test_changed_of_sums_the_play_recap() -> None:
+    from bench.report import changed_of
+
+    recap = ["localhost : ok=138  changed=0    unreachable=0", "xiu-lab-agent1 : ok=36   changed=2    unreachable=0"]
+    assert changed_of({"seconds": 1.0, "recap": recap}) == 2
+    assert changed_of({"seconds": 1.0, "changed": 3}) == 3
+    assert changed_of({"seconds": 1.0}) is None

@@ -1,7 +1,8 @@
 """Checks of a running lab against its real API server (`make lab-check`).
 
 Asserts exactly the issue's "done" list: every node Ready, CoreDNS resolves, pods on different nodes reach each
-other over the pod network, and a second site.yml run changes nothing. Needs a lab (`make lab`) and
+other over the pod network, and a second site.yml run changes nothing; plus the cluster_dns role's settings
+(CoreDNS replicas on different nodes, short node-failure tolerations, a disruption budget). Needs a lab (`make lab`) and
 STREAMOPS_LAB_CHECK=1 (set by `make lab-check`); skipped otherwise, so `make pytest` never needs a cluster.
 
 The test pods run the bundle's busybox-based image (the flannel CNI plugin image has a static busybox with
