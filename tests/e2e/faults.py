@@ -18,6 +18,7 @@ import os
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -292,6 +293,11 @@ def l2_node(inst: Any, service: str, namespace: str = "") -> str:
     return str(items[0]["status"]["node"]) if items else ""
 
 
+def pods_per_node(pods: list[Any]) -> dict[str, int]:
+    """How many of `pods` run on each node."""
+    return dict(Counter(p.spec.node_name for p in pods))
+
+
 def pick_node(agents: list[str], rtmp_node: str, hosting: dict[str, int]) -> str:
     """The agent node to stop: the one announcing the viewer IP, else the agent with the most xiu pods."""
     if rtmp_node in agents:
@@ -333,9 +339,7 @@ def step_node_stop(sec: Section) -> None:
     inst = sec.inst
     agents = [n["name"] for n in sec.t.endpoints.get("nodes", []) if n.get("role") == "agent"]
     pods = inst.all_xiu_pods()
-    hosting: dict[str, int] = {}
-    for p in pods:
-        hosting[p.spec.node_name] = hosting.get(p.spec.node_name, 0) + 1
+    hosting = pods_per_node(pods)
     # Services whose LoadBalancer IP viewers and publishers use: (name, namespace). The ingress is Traefik's.
     lbs = {"rtmp": (inst.name("rtmp"), inst.ns), "ingest": (inst.name("ingest"), inst.ns),
            "ingress": ("traefik", "traefik")}
@@ -353,9 +357,7 @@ def step_node_stop(sec: Section) -> None:
                            0, False)
             return
         pods = [p for p in inst.all_xiu_pods() if p.metadata.deletion_timestamp is None]
-        hosting = {}
-        for p in pods:
-            hosting[p.spec.node_name] = hosting.get(p.spec.node_name, 0) + 1
+        hosting = pods_per_node(pods)
     origin_node = next((p.spec.node_name for p in pods if p.metadata.labels.get("app.kubernetes.io/component")
                         == "origin"), "")
     if os.environ.get("E2E_NODE_FAULT") == "plan":

@@ -358,6 +358,19 @@ def step_hpa(ctx: Ctx, floor: int) -> None:
         timeline.append((round(time.monotonic() - started, 1), what))
         print(f"e2e: hpa +{timeline[-1][0]}s {what}", flush=True)
 
+    def follow_hpa(since: float, seconds: float, done: Callable[[tuple[int, int, int | None]], bool]) -> float | None:
+        """Every 3 s: mark each change of the HPA's state; seconds from `since` until done(state), None if never."""
+        last = None
+        while time.monotonic() - since < seconds:
+            state = hpa_state(ctx)
+            if state != last:
+                mark(f"HPA current/desired replicas {state[0]}/{state[1]}, CPU {state[2]}%")
+                last = state
+            if done(state):
+                return time.monotonic() - since
+            time.sleep(3)
+        return None
+
     if setup.rc != 0:
         ctx.report.add("4 HPA", "lab HPA settings applied", setup.output[-600:], setup.seconds, False)
         return
@@ -371,19 +384,17 @@ def step_hpa(ctx: Ctx, floor: int) -> None:
         mark(f"load on: {LOAD_VIEWERS} FLV viewers of a 4 Mb/s stream (HPA {hpa_state(ctx)})")
         watchers = Watchers(ctx, per_stream=0)
         watchers.add([media.Watch(HEAVY_STREAM) for _ in range(LOAD_VIEWERS)], ctx)
-        last = None
-        while time.monotonic() - started < 240:
-            state = hpa_state(ctx)
-            if state != last:
-                mark(f"HPA current/desired replicas {state[0]}/{state[1]}, CPU {state[2]}%")
-                last = state
+
+        def scaled_up(state: tuple[int, int, int | None]) -> bool:
+            nonlocal peak
             ready = len(ctx.cluster.ready_edges())
             if state[0] > floor and ready >= state[0]:
-                up_at = time.monotonic() - started
                 peak = ready
                 mark(f"scaled up: {ready} edges ready")
-                break
-            time.sleep(3)
+                return True
+            return False
+
+        up_at = follow_hpa(started, 240, scaled_up)
     finally:
         if watchers is not None:
             watchers.finish()
@@ -391,17 +402,14 @@ def step_hpa(ctx: Ctx, floor: int) -> None:
     if up_at is not None:
         off = time.monotonic()
         mark("load off")
-        last = None
-        while time.monotonic() - off < 360:
-            state = hpa_state(ctx)
-            if state != last:
-                mark(f"HPA current/desired replicas {state[0]}/{state[1]}, CPU {state[2]}%")
-                last = state
+
+        def back_down(state: tuple[int, int, int | None]) -> bool:
             if state[0] == floor and len(ctx.cluster.pods()) == floor:
-                down_at = time.monotonic() - off
                 mark(f"back to {floor} edges")
-                break
-            time.sleep(3)
+                return True
+            return False
+
+        down_at = follow_hpa(off, 360, back_down)
     restore = run_playbook("playbooks/xiu.yml", ctx.inventory)
     ok = up_at is not None and down_at is not None and restore.rc == 0
     ctx.report.add(
